@@ -1,0 +1,86 @@
+"""Turn dataset records into gateway scoring items, and gateway results back into output records.
+
+Two record formats are understood, each with a ``completion`` field added by the caller:
+- HealthBench (openai/simple-evals): ``prompt`` (chat messages), ``prompt_id``, ``rubrics``, ``example_tags``.
+- BFCL (gorilla, berkeley-function-call-leaderboard): ``id``, ``question`` (a list of turns; the first turn is
+  the prompt), ``function`` (the tool docs) and ``ground_truth`` (joined from the possible-answer file by id).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+class RecordError(ValueError):
+    """A record has neither the HealthBench nor the BFCL shape; the message names the line and the field."""
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield one dict per non-empty line of a JSON Lines file. Raises RecordError naming the bad line."""
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise RecordError(f"{path}:{lineno}: not JSON ({exc})") from exc
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSON Lines (NaN never appears: unscorable values are null with a reason). Returns the count."""
+    n = 0
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, allow_nan=False) + "\n")
+            n += 1
+    return n
+
+
+def join_answers(questions: Iterable[dict], answers: Iterable[dict]) -> list[dict]:
+    """Attach each BFCL possible answer (``ground_truth``) to its question by ``id``.
+
+    Raises RecordError when a question has no answer.
+    """
+    by_id = {a["id"]: a["ground_truth"] for a in answers}
+    out = []
+    for q in questions:
+        if q["id"] not in by_id:
+            raise RecordError(f"BFCL question {q['id']!r} has no possible answer")
+        out.append({**q, "ground_truth": by_id[q["id"]]})
+    return out
+
+
+def record_kind(record: dict[str, Any]) -> str:
+    """``"healthbench"`` or ``"bfcl"`` from the record's fields (never from its id)."""
+    if "rubrics" in record:
+        return "healthbench"
+    if "function" in record or "tools" in record:
+        return "bfcl"
+    raise RecordError(f"record {record.get('id') or record.get('prompt_id')!r}: needs `rubrics` (HealthBench) "
+                      "or `function` + `ground_truth` (BFCL)")
+
+
+def to_item(record: dict[str, Any], index: int) -> dict[str, Any]:
+    """The gateway item (docs/contracts.md) for one record with a ``completion``."""
+    if "completion" not in record:
+        raise RecordError(f"record {index}: missing `completion`")
+    kind = record_kind(record)
+    if kind == "healthbench":
+        return {"id": str(record.get("id") or record.get("prompt_id") or index),
+                "group_id": record.get("prompt_id"), "prompt": record["prompt"],
+                "completion": record["completion"], "rubrics": record["rubrics"]}
+    if "ground_truth" not in record:
+        raise RecordError(f"BFCL record {record.get('id')!r}: missing `ground_truth` (join the possible-answer file)")
+    question = record.get("question") or [[]]
+    prompt = question[0] if question and isinstance(question[0], list) else question
+    item = {"id": str(record.get("id", index)), "group_id": record.get("group_id"), "prompt": prompt,
+            "completion": record["completion"], "tools": record.get("function") or record.get("tools"),
+            "ground_truth": record["ground_truth"]}
+    for key in ("mode", "format", "options"):
+        if key in record:
+            item[key] = record[key]
+    return item
