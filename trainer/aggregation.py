@@ -1,0 +1,210 @@
+"""Advantages from multi-channel rewards: GRPO, GDPO, RVPO (SoftMin), variance penalty and min.
+
+Layout (TRL's gathered layout): `rewards` is `[N, K]`, `N = num_prompts * num_generations`, the
+`num_generations` completions of one prompt in contiguous rows, one column per reward channel. NaN means the
+channel does not exist for that completion (a prompt with 5 rubric criteria in a K = 17 batch) or could not be
+scored; NaN is always left out, never read as 0.
+
+Formulas
+- Group z-score per channel (GDPO, arXiv 2601.05242; TRL `normalize_then_sum`):
+  `Z = (r - nanmean_G(r)) / (nanstd_G(r) + eps)`, Bessel-corrected NaN-aware std (TRL's `nanstd`). A channel seen
+  once in its group (or a group of size 1) has no within-group contrast: `Z = 0`.
+- grpo: `s = nansum_j w_j r_j`, then `(s - mean_G s) / (std_G s + eps)` (TRL `sum_then_normalize`,
+  `scale_rewards="group"`).
+- gdpo: `S = nansum_j w_j Z_j`, then batch whitening `(S - nanmean S) / (nanstd S + eps)` over all N rows.
+- rvpo (RVPO, arXiv 2605.05750, the SoftMin / entropic risk of the channel z-scores):
+  `S = -(1/k) log sum_j w~_j exp(-k Z_j)` over the channels present in the row, `w~` = weights renormalised over
+  them (uniform weights give the paper's `(1/M) sum_j`). It goes to the weighted mean of Z as k -> 0 and to the
+  min as k -> inf, and `S = mean - (k/2) var + O(k^2)`. Computed as
+  `S = Zmin - (1/k) log1p(sum_j w~_j expm1(-k (Z_j - Zmin)))` (exact rewrite: every exponent is <= 0, so nothing
+  overflows for any finite k, and expm1/log1p keep full float32 precision as k -> 0).
+- variance_penalty: `S = mean_w~(Z) - beta var_w~(Z)` (population variance), `beta = k/2` by default: the
+  second-order Taylor match of rvpo.
+- min: `S = min_j Z_j` over the present channels with positive weight.
+All but grpo are batch-whitened like gdpo. A row without any usable channel gets advantage 0 and is left out of
+every statistic; for gdpo "usable" means "not NaN in every channel", exactly as TRL does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+METHODS = ("grpo", "gdpo", "rvpo", "variance_penalty", "min")
+
+
+def compute_advantages(
+    rewards: torch.Tensor,
+    num_generations: int,
+    method: str = "rvpo",
+    *,
+    risk: float = 1.0,
+    beta: float | None = None,
+    weights: Sequence[float] | torch.Tensor | None = None,
+    eps: float = 1e-4,
+    whiten: bool = True,
+) -> torch.Tensor:
+    """Advantages `[N]` from rewards `[N, K]` (NaN = channel absent or unscored); formulas in the module docstring.
+
+    Args:
+        rewards: float `[N, K]`, rows of one prompt contiguous (TRL's gathered layout); reward units per channel.
+        num_generations: G, completions per prompt; N must be a multiple of G.
+        method: one of `METHODS`.
+        risk: k > 0, the RVPO risk coefficient (also sets `beta = k / 2` for variance_penalty).
+        beta: variance weight of variance_penalty; default `risk / 2`.
+        weights: `[K]` non-negative channel weights (TRL's `reward_weights`); default all ones. gdpo and grpo use
+            them as TRL does (weighted nansum); rvpo / variance_penalty renormalise them over the present channels;
+            min only drops zero-weight channels.
+        eps: added to every std (TRL uses 1e-4).
+        whiten: False returns the score S before batch whitening (NaN for rows without a usable channel);
+            grpo is unaffected.
+
+    Returns:
+        `[N]` advantages, dtype of `rewards` (float32 for integer or half inputs).
+
+    Raises:
+        ValueError: naming the argument, when rewards is not 2-D or holds +-inf, K = 0, N is not a multiple of
+            num_generations, risk is not a finite number > 0, beta < 0, weights have the wrong length, are
+            negative or all zero, or method is unknown.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: unknown method {method!r}; expected one of {METHODS}")
+    r = _check_rewards(rewards, num_generations)
+    _check_risk(risk)
+    w = _check_weights(weights, r.shape[1], r)
+    if method == "grpo":
+        return _grpo(r, num_generations, w, eps)
+    z = group_zscores(r, num_generations, eps=eps)
+    if method == "gdpo":
+        s = (z * w).nansum(dim=1).masked_fill(torch.isnan(r).all(dim=1), float("nan"))
+    elif method == "rvpo":
+        s = softmin(z, risk, w)
+    elif method == "variance_penalty":
+        if beta is not None and not beta >= 0:
+            raise ValueError(f"beta: must be >= 0, got {beta}")
+        s = variance_penalty(z, risk / 2 if beta is None else beta, w)
+    else:
+        wt = _present_weights(z, w)
+        s = torch.where(wt > 0, z, torch.inf).amin(dim=1)
+        s = s.masked_fill(torch.isinf(s), float("nan"))
+    return _whiten(s, eps) if whiten else s
+
+
+def group_zscores(rewards: torch.Tensor, num_generations: int, *, eps: float = 1e-4) -> torch.Tensor:
+    """Per-channel group z-scores `[N, K]` of rewards `[N, K]`: `(r - nanmean_G) / (nanstd_G + eps)`.
+
+    NaN stays NaN; a channel present once in its group gets 0. Bessel-corrected std as TRL's `nanstd`
+    (GDPO, arXiv 2601.05242, eq. 4). Raises ValueError like `compute_advantages`.
+    """
+    r = _check_rewards(rewards, num_generations)
+    n, k = r.shape
+    g = r.view(n // num_generations, num_generations, k)
+    present = ~torch.isnan(g)
+    count = present.sum(dim=1, keepdim=True)
+    mean = torch.where(present, g, 0.0).sum(dim=1, keepdim=True) / count
+    dev = torch.where(present, g - mean, 0.0)
+    std = ((dev * dev).sum(dim=1, keepdim=True) / (count - 1)).sqrt()
+    z = torch.where(count > 1, dev / (std + eps), 0.0)
+    return torch.where(present, z, float("nan")).view(n, k)
+
+
+def softmin(z: torch.Tensor, risk: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """RVPO score `[N]`: `-(1/k) log sum_j w~_j exp(-k z_j)` over the non-NaN entries of each row of z `[N, K]`.
+
+    `w~` = weights `[K]` (default uniform) renormalised over the present channels (RVPO, arXiv 2605.05750, the
+    SoftMin aggregator). Rows with no present positive-weight channel give NaN. Raises ValueError for risk <= 0.
+    """
+    _check_risk(risk)
+    wt = _present_weights(z, weights)
+    present = wt > 0
+    zmin = torch.where(present, z, torch.inf).amin(dim=1, keepdim=True)
+    gap = torch.where(present, z - zmin, 0.0)  # >= 0, so every exponent below is <= 0
+    y = (wt * torch.expm1(gap * -risk)).sum(dim=1)
+    y = y.clamp_min(torch.finfo(y.dtype).eps - 1.0)  # rounding could reach -1 only for weights ~1e-7
+    return zmin.squeeze(1) - torch.log1p(y) / risk
+
+
+def softmin_weights(z: torch.Tensor, risk: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """`[N, K]` gradient of `softmin` w.r.t. z: `p_j = w~_j exp(-k z_j) / sum_i w~_i exp(-k z_i)` (0 where absent).
+
+    Each row sums to 1 (NaN for rows with no present channel); `p_j` is the share of channel j in the SoftMin.
+    """
+    _check_risk(risk)
+    wt = _present_weights(z, weights)
+    logits = torch.where(wt > 0, wt.log() - risk * z, -torch.inf)
+    return torch.softmax(logits, dim=1)
+
+
+def variance_penalty(z: torch.Tensor, beta: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """`[N]` score `mean_w~(z) - beta * var_w~(z)` over the non-NaN entries of z `[N, K]`, population variance.
+
+    With `beta = k/2` this is the second-order Taylor expansion of `softmin` (RVPO, arXiv 2605.05750).
+    """
+    wt = _present_weights(z, weights)
+    z0 = torch.where(wt > 0, z, 0.0)
+    mean = (wt * z0).sum(dim=1, keepdim=True)
+    var = (wt * (z0 - mean).square()).sum(dim=1)
+    return mean.squeeze(1) - beta * var
+
+
+def _present_weights(z: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Weights `[N, K]` renormalised over the non-NaN entries of each row; NaN rows where nothing has weight."""
+    w = torch.ones(z.shape[1], dtype=z.dtype, device=z.device) if weights is None else weights
+    wt = torch.where(torch.isnan(z), 0.0, w.to(z.dtype))
+    return wt / wt.sum(dim=1, keepdim=True)
+
+
+def _grpo(r: torch.Tensor, num_generations: int, w: torch.Tensor, eps: float) -> torch.Tensor:
+    s = (r * w).nansum(dim=1).masked_fill(torch.isnan(r).all(dim=1), float("nan"))
+    g = s.view(-1, num_generations)
+    present = ~torch.isnan(g)
+    count = present.sum(dim=1, keepdim=True)
+    mean = torch.where(present, g, 0.0).sum(dim=1, keepdim=True) / count
+    dev = torch.where(present, g - mean, 0.0)
+    std = ((dev * dev).sum(dim=1, keepdim=True) / (count - 1)).sqrt()
+    return torch.nan_to_num(torch.where(present, dev / (std + eps), 0.0), nan=0.0).view(-1)
+
+
+def _whiten(s: torch.Tensor, eps: float) -> torch.Tensor:
+    """Batch whitening `(s - nanmean) / (nanstd + eps)`; NaN rows and batches with < 2 scored rows give 0."""
+    present = ~torch.isnan(s)
+    count = present.sum()
+    dev = torch.where(present, s - torch.where(present, s, 0.0).sum() / count, 0.0)
+    std = ((dev * dev).sum() / (count - 1)).sqrt()
+    return torch.nan_to_num(dev / (std + eps), nan=0.0)
+
+
+def _check_rewards(rewards, num_generations: int) -> torch.Tensor:
+    r = torch.as_tensor(rewards)
+    if r.dtype not in (torch.float32, torch.float64):
+        r = r.float()
+    if r.dim() != 2:
+        raise ValueError(f"rewards: expected a 2-D tensor [N, K], got shape {tuple(r.shape)}")
+    if r.shape[1] == 0:
+        raise ValueError("rewards: K = 0 reward channels")
+    if not isinstance(num_generations, int) or num_generations < 1:
+        raise ValueError(f"num_generations: must be a positive int, got {num_generations!r}")
+    if r.shape[0] % num_generations:
+        raise ValueError(f"num_generations: N = {r.shape[0]} rows is not a multiple of {num_generations}")
+    if torch.isinf(r).any():
+        raise ValueError("rewards: contains +-inf; use NaN for a reward that could not be computed")
+    return r
+
+
+def _check_risk(risk: float) -> None:
+    if not (isinstance(risk, (int, float)) and 0 < risk < float("inf")):
+        raise ValueError(f"risk: must be a finite number > 0, got {risk!r}")
+
+
+def _check_weights(weights, k: int, like: torch.Tensor) -> torch.Tensor:
+    if weights is None:
+        return torch.ones(k, dtype=like.dtype, device=like.device)
+    w = torch.as_tensor(weights, dtype=like.dtype).to(like.device).reshape(-1)
+    if w.numel() != k:
+        raise ValueError(f"weights: expected {k} weights (one per reward channel), got {w.numel()}")
+    if not torch.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"weights: must be finite and >= 0, got {w.tolist()}")
+    if not (w > 0).any():
+        raise ValueError("weights: all zero")
+    return w
