@@ -93,14 +93,17 @@ def _view(job: dict, detail: bool) -> dict:
 @router.post("/score", response_model=JobView, status_code=202,
              responses={200: {"model": JobView, "description": "finished within ?wait"},
                         413: {"description": "too many items or body too large"}})
-async def score(req: ScoreRequest, response: Response, wait: float = WaitQuery, detail: bool = False) -> dict:
+async def score(req: ScoreRequest, response: Response, wait: float = WaitQuery, detail: bool = False,
+                deadline_s: float | None = Query(None, gt=0, description="This job's deadline in seconds "
+                                                 "(at most RVPO_JOB_DEADLINE_S, the default).")) -> dict:
     """Submit a batch; each item is scored by the judge (rubrics) and/or the rules service (tools)."""
     if len(req.items) > settings.gateway_max_items:
         raise too_many_items(len(req.items), settings.gateway_max_items)
     job_id = uuid.uuid4().hex
     items = [it.model_dump(exclude_none=True) for it in req.items]
     with ENQUEUE_S.time():
-        job = await app.state.store.create(job_id, items, settings.job_deadline_s)
+        job = await app.state.store.create(job_id, items, min(deadline_s or settings.job_deadline_s,
+                                                               settings.job_deadline_s))
         try:
             await anyio.to_thread.run_sync(_publish, job_id, job["plan"])
         except Exception as exc:  # noqa: BLE001 - broker down: the client must know the job will not run

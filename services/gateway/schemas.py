@@ -41,7 +41,11 @@ class RulesOptions(BaseModel):
 
 
 class ScoreItem(BaseModel):
-    """One completion to score: ``rubrics`` go to the judge, ``tools`` + ``ground_truth`` to the rules service."""
+    """One completion to score: ``rubrics`` go to the judge, ``tools`` (+ ``ground_truth``) to the rules service.
+
+    Without ``ground_truth`` the rules service scores the schema channels only (the others are NaN with reason
+    ``no_ground_truth``); ``ground_truth: []`` means that no call is expected.
+    """
 
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1, max_length=256)
@@ -64,13 +68,11 @@ class ScoreItem(BaseModel):
 
     @model_validator(mode="after")
     def _has_a_source(self) -> "ScoreItem":
-        if (self.tools is None) != (self.ground_truth is None):
-            missing = "ground_truth" if self.ground_truth is None else "tools"
-            raise PydanticCustomError("missing_field", f"{missing} is required when "
-                                      f"{'tools' if missing == 'ground_truth' else 'ground_truth'} is given")
+        if self.ground_truth is not None and self.tools is None:
+            raise PydanticCustomError("missing_field", "tools is required when ground_truth is given")
         if not self.rubrics and self.tools is None:
             raise PydanticCustomError("no_reward_source",
-                                      "item needs rubrics (judge) or tools + ground_truth (rules)")
+                                      "item needs rubrics (judge) or tools [+ ground_truth] (rules)")
         return self
 
 

@@ -51,7 +51,7 @@ def item_sources(item: dict[str, Any]) -> list[str]:
     sources = []
     if item.get("rubrics"):
         sources.append(JUDGE)
-    if item.get("tools") is not None and item.get("ground_truth") is not None:
+    if item.get("tools") is not None:
         sources.append(RULES)
     return sources
 

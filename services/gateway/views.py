@@ -61,7 +61,7 @@ def dense(job: dict[str, Any], rubric_slots: int = 0, rules: bool = False) -> di
 
     Padding: rubric slot j >= the item's own criterion count is NaN with reason
     ``absent: prompt has only M rubric criteria``; rule channels of an item without tools are NaN with
-    ``absent: item has no tools/ground_truth``.
+    ``absent: item has no tools``.
     """
     names = dense_channel_names(job["plan"], rubric_slots, rules)
     items = item_results(job)
@@ -77,7 +77,7 @@ def dense(job: dict[str, Any], rubric_slots: int = 0, rules: bool = False) -> di
                 why.append(f"absent: prompt has only {p['n_rubrics']} rubric criteria")
             else:
                 row.append(None)
-                why.append("absent: item has no tools/ground_truth")
+                why.append("absent: item has no tools")
         rewards.append(row)
         reasons.append(why)
     return {"job_id": job["job_id"], "status": job["status"], "item_ids": [p["id"] for p in job["plan"]],
