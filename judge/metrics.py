@@ -1,0 +1,22 @@
+"""Prometheus metrics of the judge (exposed on `/metrics` by services.common.http.install_common)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CACHE_LOOKUPS = Counter("rvpo_judge_cache_lookups_total", "Verdict cache lookups by result.", ["result"])
+CACHE_ERRORS = Counter("rvpo_judge_cache_errors_total", "Redis errors while reading/writing the cache.", ["op"])
+BATCH_SIZE = Histogram(
+    "rvpo_judge_batch_size", "Rubric items per batch dispatched to the backend.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+QUEUE_DEPTH = Gauge("rvpo_judge_queue_depth", "Rubric items waiting in the micro-batcher.")
+BACKEND_LATENCY = Histogram(
+    "rvpo_judge_backend_latency_seconds", "Latency of one backend call (HTTP request or forward pass).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+BACKEND_CALLS = Counter("rvpo_judge_backend_calls_total", "Backend calls by outcome.", ["outcome"])
+RETRIES = Counter("rvpo_judge_backend_retries_total", "Backend retries (408/429/5xx/transport/timeout).", ["reason"])
+PARSE_FAILURES = Counter("rvpo_judge_parse_failures_total", "Grader answers with no valid verdict.")
+VERDICTS = Counter("rvpo_judge_verdicts_total", "Verdicts returned, by value.", ["value"])
+REQUEST_ITEMS = Counter("rvpo_judge_request_items_total", "Examples received on POST /v1/judge.")

@@ -1,0 +1,146 @@
+"""The judge's core, independent of HTTP: cache lookup, micro-batched grading of the misses, scoring.
+
+``JudgeService.judge(items)`` takes validated :class:`judge.schemas.JudgeItem` objects and returns result
+dicts in the wire format of docs/contracts.md (one per item, same order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from judge import metrics, prompt
+from judge.backends import Backend, GradeJob, Outcome, make_backend
+from judge.batcher import MicroBatcher
+from judge.cache import VerdictCache, cache_key
+from judge.schemas import JudgeItem
+from judge.scoring import channel_name, example_score, reward_channels
+from judge.settings import JudgeSettings
+
+log = logging.getLogger(__name__)
+
+
+class JudgeService:
+    """Owns the backend, the micro-batcher and the (optional) cache."""
+
+    def __init__(self, settings: JudgeSettings, backend: Backend, cache: VerdictCache | None):
+        self.settings, self.backend, self.cache = settings, backend, cache
+        self.template_version = prompt.template_version(backend.yes_no)
+        self.batcher: MicroBatcher[GradeJob, Outcome] = MicroBatcher(
+            self._grade_batch, max_batch_size=settings.judge_max_batch_size,
+            max_wait_s=settings.judge_max_wait_ms / 1000.0,
+            max_concurrent_batches=backend.max_concurrent_batches,
+            on_batch=metrics.BATCH_SIZE.observe, on_depth=metrics.QUEUE_DEPTH.set,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: JudgeSettings) -> JudgeService:
+        cache = (VerdictCache(settings.redis_url, settings.judge_cache_ttl_s)
+                 if settings.judge_cache_enabled else None)
+        return cls(settings, make_backend(settings), cache)
+
+    async def _grade_batch(self, jobs: list[GradeJob]) -> list[Outcome]:
+        try:
+            return await self.backend.grade_batch(jobs)
+        except Exception as exc:  # noqa: BLE001 - a backend bug becomes null verdicts, not a 500
+            log.exception("backend failed on a batch of %d", len(jobs))
+            return [Outcome(None, error=f"judge_internal: {type(exc).__name__}: {exc}") for _ in jobs]
+
+    async def judge(self, items: list[JudgeItem]) -> list[dict]:
+        """Grade every rubric item of every example; returns the contract's result dicts in request order.
+
+        Cache hits skip the backend; the misses of all examples go to the micro-batcher together (one
+        example's items contiguously). Never raises for a grading failure: that item's verdict is null with
+        ``error`` set, its channel is null with the reason in ``reasons``.
+        """
+        metrics.REQUEST_ITEMS.inc(len(items))
+        flat = [(i, j) for i, it in enumerate(items) for j in range(len(it.rubrics))]
+        return await self._judge(items, flat)
+
+    async def _judge(self, items: list[JudgeItem], flat: list[tuple[int, int]]) -> list[dict]:
+        model = self.backend.model_id
+        outcomes: dict[tuple[int, int], Outcome] = {}
+        cached: set[tuple[int, int]] = set()
+        keys: dict[tuple[int, int], str] = {}
+        if self.cache is not None:
+            for i, it in enumerate(items):
+                msgs = [{"role": m.role, "content": m.content} for m in it.prompt]
+                for j, r in enumerate(it.rubrics):
+                    keys[(i, j)] = cache_key(self.settings.judge_cache_prefix, model=model,
+                                             template_version=self.template_version, prompt=msgs,
+                                             completion=it.completion, criterion=r.criterion, points=r.points)
+            hits = await self.cache.get_many([keys[ij] for ij in flat])
+            for ij, hit in zip(flat, hits):
+                if hit is not None and isinstance(hit.get("criteria_met"), bool):
+                    outcomes[ij] = Outcome(hit["criteria_met"], hit.get("explanation", ""), None, hit.get("raw"))
+                    cached.add(ij)
+        misses = [ij for ij in flat if ij not in outcomes]
+        if misses:
+            jobs = []
+            conversations: dict[int, str] = {}
+            for i, j in misses:
+                if i not in conversations:
+                    conversations[i] = self._conversation(items[i])
+                r = items[i].rubrics[j]
+                jobs.append(GradeJob(prompt.grader_messages(conversations[i], r.criterion, r.points,
+                                                            yes_no=self.backend.yes_no)))
+            results = await asyncio.gather(*self.batcher.submit_many(jobs), return_exceptions=True)
+            fresh = {}
+            for ij, res in zip(misses, results):
+                if isinstance(res, BaseException):
+                    res = Outcome(None, error=f"judge_internal: {type(res).__name__}: {res}")
+                outcomes[ij] = res
+                if self.cache is not None and res.criteria_met is not None:
+                    fresh[keys[ij]] = {"criteria_met": res.criteria_met, "explanation": res.explanation,
+                                       "raw": res.raw}
+            if self.cache is not None:
+                await self.cache.set_many(fresh)
+        return [self._result(i, it, outcomes, cached, model) for i, it in enumerate(items)]
+
+    @staticmethod
+    def _conversation(item: JudgeItem) -> str:
+        msgs = [{"role": m.role, "content": m.content} for m in item.prompt]
+        while True:  # a completion that contains the closing delimiter of this nonce: draw another
+            try:
+                return prompt.render_conversation(msgs, item.completion, prompt.new_nonce())
+            except ValueError:
+                continue
+
+    def _result(self, i: int, item: JudgeItem, outcomes: dict, cached: set, model: str) -> dict:
+        rubric_results = []
+        met: list[bool | None] = []
+        reasons: dict[str, str] = {}
+        for j, r in enumerate(item.rubrics):
+            o: Outcome = outcomes[(i, j)]
+            met.append(o.criteria_met)
+            metrics.VERDICTS.labels({True: "met", False: "not_met", None: "null"}[o.criteria_met]).inc()
+            if o.criteria_met is None:
+                reasons[channel_name(j)] = o.error or "judge_error: no verdict"
+            rubric_results.append({
+                "criterion": r.criterion, "points": r.points, "tags": r.tags, "criteria_met": o.criteria_met,
+                "explanation": o.explanation, "error": o.error, "raw": o.raw,
+                "template_version": self.template_version, "model": model, "cached": (i, j) in cached,
+            })
+        points = [r.points for r in item.rubrics]
+        score = example_score(points, met)
+        if score is None:
+            reasons["score"] = ("no_positive_points: the rubric has no positive-points item with a verdict"
+                                if any(m is not None for m in met) else "all_null: no verdict at all")
+        return {"id": item.id, "rubric_results": rubric_results, "score": score,
+                "channels": reward_channels(points, met), "reasons": reasons,
+                "n_errors": sum(m is None for m in met)}
+
+    async def ready(self) -> tuple[bool, str]:
+        """(ok, detail): the backend and, when the cache is on, Redis are reachable."""
+        from services.common.http import redis_ready
+
+        ok, detail = await self.backend.ready()
+        if ok and self.cache is not None:
+            ok, detail = await redis_ready(self.settings.redis_url)
+        return ok, detail
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
+        await self.backend.aclose()
+        if self.cache is not None:
+            await self.cache.aclose()
