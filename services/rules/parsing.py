@@ -227,7 +227,7 @@ def _call_from_obj(obj: Any, args_key: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- Python calls
 
 
-def parse_python(text: str) -> list[dict[str, Any]]:
+def parse_python(text: str, fast: bool = True) -> list[dict[str, Any]]:
     """Parse BFCL Python-call text ``[f(a=1), mod.g(b="x")]`` (or ``f(a=1)``) with :func:`ast.parse`.
 
     Wrapping as BFCL ``default_decode_ast_prompting``: strip backticks, newlines and spaces (and a leading
@@ -244,9 +244,10 @@ def parse_python(text: str) -> list[dict[str, Any]]:
         src = "[" + src
     if not src.endswith("]"):
         src = src + "]"
-    fast = fast_parse_calls(src)
-    if fast is not None:
-        return fast
+    if fast:  # same result as the ast path on the literal-only subset, ~3x faster (services/rules/pycalls.py)
+        calls = fast_parse_calls(src)
+        if calls is not None:
+            return calls
     try:
         body = ast.parse(src, mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
