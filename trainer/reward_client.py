@@ -58,7 +58,9 @@ def _load(value: Any) -> Any:
 
 
 def _completion(value: Any) -> str | dict:
-    """TRL completion -> gateway completion: a string, or the last message of a conversational completion."""
+    """TRL completion -> gateway completion: a string stays a string; of a conversational completion the last
+    message is sent as a message when it carries ``tool_calls``, else as its text (so the rules service parses
+    tool calls written in the text: python, hermes or ToolRL tags)."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
@@ -67,12 +69,12 @@ def _completion(value: Any) -> str | dict:
         msg = value[-1]
     else:
         return ""
-    out = {"role": msg.get("role", "assistant"), "content": msg.get("content")}
-    if isinstance(out["content"], list):  # multimodal content parts: keep the text
-        out["content"] = "".join(p.get("text", "") for p in out["content"] if isinstance(p, dict))
-    if msg.get("tool_calls"):
-        out["tool_calls"] = msg["tool_calls"]
-    return out
+    content = msg.get("content")
+    if isinstance(content, list):  # multimodal content parts: keep the text
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if not msg.get("tool_calls"):
+        return content or ""
+    return {"role": msg.get("role", "assistant"), "content": content, "tool_calls": msg["tool_calls"]}
 
 
 def _prompt(value: Any) -> str | list[dict]:
