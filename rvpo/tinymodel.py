@@ -50,7 +50,7 @@ def build_tiny_qwen2(out_dir: str | Path, corpus: list[str] | None = None, seed:
     config = Qwen2Config(
         vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=1024, tie_word_embeddings=True,
+        max_position_embeddings=8192, tie_word_embeddings=True,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
     )
     model = Qwen2ForCausalLM(config)

@@ -1,0 +1,115 @@
+"""`rvpo eval`: summaries of a scored file (the output of `rvpo score`).
+
+HealthBench: the simple-evals score (clipped mean, bootstrap std, per axis and per theme) via
+``judge.scoring.healthbench_report``. BFCL: accuracy (share of valid calls per the BFCL AST checker) overall
+and by category. Rows carrying a ``variant`` field (the demo's "ideal" / "truncated" / mutation names) are also
+summarized per variant.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from judge.scoring import healthbench_report
+
+
+def _by_variant(rows: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[str(r.get("variant", "all"))].append(r)
+    return dict(groups)
+
+
+def _verdicts(row: dict) -> list[bool | None]:
+    """criteria_met per rubric item from the judge's rubric results (None = null verdict, never 'not met')."""
+    results = (row.get("result") or {}).get("rubric_results") or []
+    if len(results) != len(row["rubrics"]):
+        return [None] * len(row["rubrics"])
+    return [rr.get("criteria_met") for rr in results]
+
+
+def healthbench_summary(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """HealthBench report per variant: ``{variant: {score, score_bootstrap_std, n_samples, axes, themes,
+    null_verdicts}}``. Raises KeyError when a row has no ``rubrics``."""
+    out = {}
+    for variant, group in _by_variant(rows).items():
+        examples = [{"rubrics": r["rubrics"], "met": _verdicts(r), "example_tags": r.get("example_tags", [])}
+                    for r in group]
+        report = healthbench_report(examples, rng=seed)
+        report.pop("metrics")
+        report["null_verdicts"] = sum(m is None for e in examples for m in e["met"])
+        report["verdicts"] = sum(len(e["met"]) for e in examples)
+        out[variant] = report
+    return out
+
+
+def _category(item_id: str) -> str:
+    """BFCL category for reporting: the id without its trailing index (``simple_python_12`` -> ``simple_python``)."""
+    return re.sub(r"_\d+$", "", item_id.split("#")[0])
+
+
+def bfcl_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """BFCL accuracy per variant and category, error-type counts, and each rules channel's mean.
+
+    A row whose verdict is missing (the rules source failed) counts as not valid and is reported under
+    ``unscored``."""
+    out = {}
+    for variant, group in _by_variant(rows).items():
+        by_cat: dict[str, list[bool]] = defaultdict(list)
+        errors: Counter = Counter()
+        channels: dict[str, list[float]] = defaultdict(list)
+        unscored = 0
+        for r in group:
+            result = r.get("result") or {}
+            verdict = result.get("bfcl") or {}
+            valid = verdict.get("valid")
+            if valid is None:
+                unscored += 1
+            by_cat[_category(str(r.get("id", "")))].append(bool(valid))
+            if valid is False:
+                errors[verdict.get("error_type") or "unknown"] += 1
+            for name, value in (result.get("channels") or {}).items():
+                if name.startswith("rules/") and value is not None:
+                    channels[name].append(float(value))
+        n = sum(len(v) for v in by_cat.values())
+        out[variant] = {
+            "accuracy": sum(sum(v) for v in by_cat.values()) / n if n else math.nan,
+            "n": n,
+            "unscored": unscored,
+            "by_category": {c: {"accuracy": sum(v) / len(v), "n": len(v)} for c, v in sorted(by_cat.items())},
+            "error_types": dict(errors.most_common()),
+            "channel_means": {k: sum(v) / len(v) for k, v in sorted(channels.items())},
+        }
+    return out
+
+
+def print_summary(console: Console, suite: str, summary: dict[str, Any]) -> None:
+    """Render a summary as rich tables."""
+    for variant, s in summary.items():
+        table = Table(title=f"{suite} — {variant}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_column("n", justify="right")
+        if suite == "healthbench":
+            table.add_row("score (clipped mean)", f"{s['score']:.4f} ± {s['score_bootstrap_std']:.4f}",
+                          str(s["n_samples"]))
+            table.add_row("null verdicts", str(s["null_verdicts"]), str(s["verdicts"]))
+            for kind in ("axes", "themes"):
+                for name, m in s[kind].items():
+                    table.add_row(f"{kind[:-1] if kind == 'themes' else 'axis'}: {name}",
+                                  f"{m['mean']:.4f} ± {m['bootstrap_std']:.4f}", str(m["n_samples"]))
+        else:
+            table.add_row("accuracy", f"{s['accuracy']:.4f}", str(s["n"]))
+            for cat, m in s["by_category"].items():
+                table.add_row(f"category: {cat}", f"{m['accuracy']:.4f}", str(m["n"]))
+            for err, count in s["error_types"].items():
+                table.add_row(f"error: {err}", str(count), "")
+            for name, mean in s["channel_means"].items():
+                table.add_row(f"channel: {name}", f"{mean:.4f}", "")
+        console.print(table)
