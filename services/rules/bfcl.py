@@ -184,7 +184,11 @@ def type_check(value: Any, allowed: list, spec: ParamSpec, opts: CheckOptions) -
         value, tv = list(value), list
     elif expected is float and tv is int:
         value, tv = float(value), float
-    ans_type = _answer_type(allowed)
+    ans_type = None  # _answer_type, inlined: this runs once per argument
+    for a in allowed:
+        if a != "":
+            ans_type = type(a)
+            break
     is_variable = ans_type is not None and ans_type is not expected
     if tv is expected:
         nested = spec.nested
@@ -391,7 +395,9 @@ def check_pair(
             continue
         pc.n_value_ok += 1
     if gtp is not None:
-        pc.n_slots = len(gtp) + pc.n_unexpected - sum(1 for p in args if p in gtp and p not in params)
+        pc.n_slots = len(gtp)  # |possible-answer params ∪ model args|
+        if pc.n_unexpected:
+            pc.n_slots += pc.n_unexpected - sum(1 for p in args if p in gtp and p not in params)
         first_missing_opt = None
         for p, allowed in gtp.items():
             if p in args:

@@ -26,7 +26,6 @@ _TOKEN = re.compile(
 )
 _KEYWORDS = frozenset(keyword.kwlist)
 _CONSTS = {"True": True, "False": False, "None": None}
-_FAIL = object()
 
 
 class _GiveUp(Exception):
