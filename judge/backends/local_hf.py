@@ -2,8 +2,8 @@
 
 For a batch of B grader prompts (chat template applied, generation prompt added) the backend runs ONE forward
 pass over the left-padded (B, T) token matrix with explicit ``position_ids`` (so padding shifts nothing) and
-reads the next-token distribution at the last position: P(yes) = sum of the probabilities of the first tokens
-of "yes"/"Yes"/" yes"/" Yes", P(no) likewise; criteria_met = P(yes) / (P(yes) + P(no)) > threshold.
+reads the next-token distribution at the last position: P(yes) = sum of the probabilities of the tokens
+"yes"/"Yes"/" yes"/" Yes"/"YES" (those that are single tokens; else their distinct first tokens), P(no) likewise; criteria_met = P(yes) / (P(yes) + P(no)) > threshold.
 Forward passes run one at a time in a worker thread, so the event loop keeps accepting requests and the
 micro-batcher gathers the next batch meanwhile.
 """
@@ -44,10 +44,7 @@ class LocalHFBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_path).to(self.device).eval()
-        self.yes_ids = self._first_token_ids(YES_VARIANTS)
-        self.no_ids = self._first_token_ids(NO_VARIANTS)
-        if set(self.yes_ids) & set(self.no_ids):
-            raise ValueError(f"tokenizer maps 'yes' and 'no' to the same first token ({self.yes_ids} / {self.no_ids})")
+        self.yes_ids, self.no_ids = self._answer_token_ids()
         self._lock = threading.Lock()
         self.forward_calls = 0  # number of forward passes run (tests and benchmarks read it)
 
@@ -56,13 +53,26 @@ class LocalHFBackend:
         return cls(s.judge_local_model_path, model_id=s.model_id(), device=s.judge_local_device,
                    threshold=s.judge_yes_no_threshold, max_length=s.judge_local_max_length)
 
-    def _first_token_ids(self, variants: tuple[str, ...]) -> list[int]:
-        ids = []
-        for v in variants:
-            toks = self.tokenizer.encode(v, add_special_tokens=False)
-            if toks and toks[0] not in ids:
-                ids.append(toks[0])
-        return ids
+    def _answer_token_ids(self) -> tuple[list[int], list[int]]:
+        """Token ids read as "yes" / "no": the variants that are one token each (a real grader's vocabulary);
+        if a side has none, the first tokens of its variants minus those shared with the other side.
+        Raises ValueError when no distinguishing token is left."""
+        def encode(variants):
+            return [self.tokenizer.encode(v, add_special_tokens=False) for v in variants]
+
+        yes, no = encode(YES_VARIANTS), encode(NO_VARIANTS)
+        yes1 = list(dict.fromkeys(t[0] for t in yes if len(t) == 1))
+        no1 = list(dict.fromkeys(t[0] for t in no if len(t) == 1))
+        if yes1 and no1:
+            return yes1, no1
+        yes_first = list(dict.fromkeys(t[0] for t in yes if t))
+        no_first = list(dict.fromkeys(t[0] for t in no if t))
+        shared = set(yes_first) & set(no_first)
+        yes_ids = [t for t in yes_first if t not in shared]
+        no_ids = [t for t in no_first if t not in shared]
+        if not yes_ids or not no_ids:
+            raise ValueError("the tokenizer has no token that tells 'yes' from 'no'")
+        return yes_ids, no_ids
 
     def render(self, messages: list[dict]) -> str:
         """The prompt text the model sees (chat template with the generation prompt)."""
@@ -92,7 +102,7 @@ class LocalHFBackend:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         with self._lock, torch.inference_mode():
             out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                             position_ids=pos.to(self.device), use_cache=False)
+                             position_ids=pos.to(self.device), use_cache=False, logits_to_keep=1)
             self.forward_calls += 1
             probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1)
             p_yes = probs[:, self.yes_ids].sum(-1).tolist()
