@@ -9,6 +9,10 @@ grades the HealthBench sample (physician ideal + reference completions) and meas
 - ``naive``: one call at a time, directly to the fake (what a simple loop over criteria does);
 - ``cache``: the same workload a second time through the service (every verdict from Redis).
 
+``backend_occupancy`` = slot-seconds the fake held / (C x wall time): 1.0 means the backend never had a free slot.
+On a shared 2-core machine the rates fall short of C / L when the fake server itself is starved of CPU (its
+``asyncio.sleep(L)`` overshoots); occupancy and ``x_direct_asyncio`` show whether the service was the limit.
+
 Targets (issue 4): service >= 0.9 x capacity, >= 20 x naive, cache second pass >= 10 x faster.
 Usage: ``python benchmarks/judge.py [--latency-ms 200] [--concurrency 32] [--clients 16] [--per-request 4]``
 """
@@ -134,18 +138,23 @@ def main() -> None:
             "RVPO_JUDGE_MAX_WAIT_MS": str(a.max_wait_ms), "RVPO_JUDGE_CACHE_PREFIX": prefix,
             "RVPO_JUDGE_CACHE_TTL_S": "900", "RVPO_API_TOKEN": "",
         }
-        stats = lambda: httpx.get(fake.url + "/stats").json()["requests"]  # noqa: E731
+        full_stats = lambda: httpx.get(fake.url + "/stats").json()  # noqa: E731
+        stats = lambda: full_stats()["requests"]  # noqa: E731
         try:
             with uvicorn_server("judge.app:app", logs, env=judge_env) as judge:
-                s0 = stats()
+                st0 = full_stats()
+                s0 = st0["requests"]
                 c0 = cpu_seconds(judge.pid), cpu_seconds(fake.pid)
                 t_cold = asyncio.run(through_service(judge.url, items, a.clients, a.per_request))
                 c1 = cpu_seconds(judge.pid), cpu_seconds(fake.pid)
-                s1 = stats()
+                st1 = full_stats()
+                s1 = st1["requests"]
                 t_warm = asyncio.run(through_service(judge.url, items, a.clients, a.per_request))
                 s2 = stats()
             bodies = grader_bodies(items)
+            st2 = full_stats()
             t_direct = asyncio.run(direct_asyncio(fake.url, bodies, a.concurrency))
+            st3 = full_stats()
             t_naive = naive(fake.url, bodies[: a.naive_calls])
         finally:
             r = redis.Redis.from_url(REDIS_URL)
@@ -165,10 +174,12 @@ def main() -> None:
         "service": {"seconds": round(t_cold, 3), "criteria_per_s": round(service_rate, 1),
                     "backend_calls": s1 - s0, "x_capacity": round(service_rate / capacity, 3),
                     "x_direct_asyncio": round(t_direct / t_cold, 3),
+                    "backend_occupancy": round((st1["busy_s"] - st0["busy_s"]) / (a.concurrency * t_cold), 3),
                     "judge_cpu_ms_per_criterion": round((c1[0] - c0[0]) * 1000 / n_criteria, 2),
                     "fake_llm_cpu_ms_per_call": round((c1[1] - c0[1]) * 1000 / max(1, s1 - s0), 2)},
         "direct_asyncio": {"seconds": round(t_direct, 3), "criteria_per_s": round(n_criteria / t_direct, 1),
-                           "x_capacity": round(n_criteria / t_direct / capacity, 3)},
+                           "x_capacity": round(n_criteria / t_direct / capacity, 3),
+                           "backend_occupancy": round((st3["busy_s"] - st2["busy_s"]) / (a.concurrency * t_direct), 3)},
         "naive": {"calls": a.naive_calls, "seconds": round(t_naive, 3), "criteria_per_s": round(naive_rate, 2)},
         "service_x_naive": round(service_rate / naive_rate, 1),
         "cache": {"first_pass_s": round(t_cold, 3), "second_pass_s": round(t_warm, 3),

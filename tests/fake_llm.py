@@ -142,7 +142,8 @@ def parse_grader_prompt(text: str) -> tuple[str, str] | None:
 class Stats:
     """Counters served by ``GET /stats``: ``requests`` (chat-completion requests received), ``by_status``,
     ``by_mode`` (``rule`` / ``forced`` / a failure mode / ``no_rubric``), ``by_kind`` (``json`` / ``yes_no``),
-    ``inflight`` / ``max_inflight`` (requests holding a slot)."""
+    ``inflight`` / ``max_inflight`` (requests holding a slot), ``busy_s`` (slot-seconds held so far: the backend
+    occupancy over a window of W seconds is d(busy_s) / (concurrency * W))."""
 
     requests: int = 0
     by_status: collections.Counter = field(default_factory=collections.Counter)
@@ -150,10 +151,12 @@ class Stats:
     by_kind: collections.Counter = field(default_factory=collections.Counter)
     inflight: int = 0
     max_inflight: int = 0
+    busy_s: float = 0.0
 
     def as_dict(self) -> dict:
         return {"requests": self.requests, "by_status": dict(self.by_status), "by_mode": dict(self.by_mode),
-                "by_kind": dict(self.by_kind), "inflight": self.inflight, "max_inflight": self.max_inflight}
+                "by_kind": dict(self.by_kind), "inflight": self.inflight, "max_inflight": self.max_inflight,
+                "busy_s": self.busy_s}
 
 
 def _completion_body(model: str, content: str, logprobs: dict | None = None) -> dict:
@@ -209,11 +212,13 @@ def create_app(settings: FakeLLMSettings | None = None) -> FastAPI:
     async def hold_slot() -> None:
         stats.inflight += 1
         stats.max_inflight = max(stats.max_inflight, stats.inflight)
+        t0 = time.monotonic()
         try:
             if latency > 0:
                 await asyncio.sleep(latency)
         finally:
             stats.inflight -= 1
+            stats.busy_s += time.monotonic() - t0
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -293,6 +298,7 @@ def create_app(settings: FakeLLMSettings | None = None) -> FastAPI:
         stats.requests = 0
         stats.by_status.clear(), stats.by_mode.clear(), stats.by_kind.clear()
         stats.max_inflight = stats.inflight
+        stats.busy_s = 0.0
         seen.clear()
         recent.clear()
         return {"status": "reset"}
