@@ -75,9 +75,9 @@ def compute_advantages(
     w = _check_weights(weights, r.shape[1], r)
     if method == "grpo":
         return _grpo(r, num_generations, w, eps)
-    z = group_zscores(r, num_generations, eps=eps)
+    z = _zscores(r, num_generations, eps)
     if method == "gdpo":
-        s = (z * w).nansum(dim=1).masked_fill(torch.isnan(r).all(dim=1), float("nan"))
+        s = (z.nan_to_num(0.0) @ w).masked_fill(torch.isnan(r).all(dim=1), float("nan"))
     elif method == "rvpo":
         s = softmin(z, risk, w)
     elif method == "variance_penalty":
@@ -85,8 +85,7 @@ def compute_advantages(
             raise ValueError(f"beta: must be >= 0, got {beta}")
         s = variance_penalty(z, risk / 2 if beta is None else beta, w)
     else:
-        wt = _present_weights(z, w)
-        s = torch.where(wt > 0, z, torch.inf).amin(dim=1)
+        s = _nanmin(_drop_zero_weight(z, w))
         s = s.masked_fill(torch.isinf(s), float("nan"))
     return _whiten(s, eps) if whiten else s
 
@@ -97,16 +96,17 @@ def group_zscores(rewards: torch.Tensor, num_generations: int, *, eps: float = 1
     NaN stays NaN; a channel present once in its group gets 0. Bessel-corrected std as TRL's `nanstd`
     (GDPO, arXiv 2601.05242, eq. 4). Raises ValueError like `compute_advantages`.
     """
-    r = _check_rewards(rewards, num_generations)
+    return _zscores(_check_rewards(rewards, num_generations), num_generations, eps)
+
+
+def _zscores(r: torch.Tensor, num_generations: int, eps: float) -> torch.Tensor:
     n, k = r.shape
     g = r.view(n // num_generations, num_generations, k)
-    present = ~torch.isnan(g)
-    count = present.sum(dim=1, keepdim=True)
-    mean = torch.where(present, g, 0.0).sum(dim=1, keepdim=True) / count
-    dev = torch.where(present, g - mean, 0.0)
-    std = ((dev * dev).sum(dim=1, keepdim=True) / (count - 1)).sqrt()
-    z = torch.where(count > 1, dev / (std + eps), 0.0)
-    return torch.where(present, z, float("nan")).view(n, k)
+    count = (~torch.isnan(g)).sum(dim=1, keepdim=True)
+    dev = g - g.nan_to_num(0.0).sum(dim=1, keepdim=True) / count  # NaN where absent
+    var = dev.nan_to_num(0.0).square().sum(dim=1, keepdim=True) / (count - 1)
+    scale = torch.where(count > 1, 1.0 / (var.sqrt() + eps), 0.0)  # [P, 1, K]: 0 when seen once in the group
+    return (dev * scale).view(n, k)
 
 
 def softmin(z: torch.Tensor, risk: float, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -116,13 +116,13 @@ def softmin(z: torch.Tensor, risk: float, weights: torch.Tensor | None = None) -
     SoftMin aggregator). Rows with no present positive-weight channel give NaN. Raises ValueError for risk <= 0.
     """
     _check_risk(risk)
-    wt = _present_weights(z, weights)
-    present = wt > 0
-    zmin = torch.where(present, z, torch.inf).amin(dim=1, keepdim=True)
-    gap = torch.where(present, z - zmin, 0.0)  # >= 0, so every exponent below is <= 0
-    y = (wt * torch.expm1(gap * -risk)).sum(dim=1)
+    w = _weights_like(z, weights)
+    z = _drop_zero_weight(z, w)
+    zmin = _nanmin(z)
+    gap = (z - zmin.unsqueeze(1)).nan_to_num(0.0)  # >= 0, so every exponent below is <= 0; absent -> 0
+    y = (torch.expm1(gap * -risk) @ w) / ((~torch.isnan(z)).to(z.dtype) @ w)  # absent terms are expm1(0) = 0
     y = y.clamp_min(torch.finfo(y.dtype).eps - 1.0)  # rounding could reach -1 only for weights ~1e-7
-    return zmin.squeeze(1) - torch.log1p(y) / risk
+    return zmin - torch.log1p(y) / risk
 
 
 def softmin_weights(z: torch.Tensor, risk: float, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,8 +131,9 @@ def softmin_weights(z: torch.Tensor, risk: float, weights: torch.Tensor | None =
     Each row sums to 1 (NaN for rows with no present channel); `p_j` is the share of channel j in the SoftMin.
     """
     _check_risk(risk)
-    wt = _present_weights(z, weights)
-    logits = torch.where(wt > 0, wt.log() - risk * z, -torch.inf)
+    w = _weights_like(z, weights)
+    z = _drop_zero_weight(z, w)
+    logits = (w.log() - risk * z).nan_to_num(nan=-torch.inf)
     return torch.softmax(logits, dim=1)
 
 
@@ -141,38 +142,45 @@ def variance_penalty(z: torch.Tensor, beta: float, weights: torch.Tensor | None 
 
     With `beta = k/2` this is the second-order Taylor expansion of `softmin` (RVPO, arXiv 2605.05750).
     """
-    wt = _present_weights(z, weights)
-    z0 = torch.where(wt > 0, z, 0.0)
-    mean = (wt * z0).sum(dim=1, keepdim=True)
-    var = (wt * (z0 - mean).square()).sum(dim=1)
-    return mean.squeeze(1) - beta * var
+    w = _weights_like(z, weights)
+    z = _drop_zero_weight(z, w)
+    wsum = (~torch.isnan(z)).to(z.dtype) @ w
+    mean = (z.nan_to_num(0.0) @ w) / wsum
+    var = ((z - mean.unsqueeze(1)).nan_to_num(0.0).square() @ w) / wsum
+    return mean - beta * var
 
 
-def _present_weights(z: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """Weights `[N, K]` renormalised over the non-NaN entries of each row; NaN rows where nothing has weight."""
-    w = torch.ones(z.shape[1], dtype=z.dtype, device=z.device) if weights is None else weights
-    wt = torch.where(torch.isnan(z), 0.0, w.to(z.dtype))
-    return wt / wt.sum(dim=1, keepdim=True)
+def _weights_like(z: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is None:
+        return torch.ones(z.shape[1], dtype=z.dtype, device=z.device)
+    return torch.as_tensor(weights).to(dtype=z.dtype, device=z.device)
+
+
+def _drop_zero_weight(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """A channel with weight 0 counts as absent (NaN)."""
+    zero = w == 0
+    return z.masked_fill(zero, float("nan")) if zero.any() else z
+
+
+def _nanmin(z: torch.Tensor) -> torch.Tensor:
+    """Row min over non-NaN entries; +inf for an all-NaN row."""
+    return z.nan_to_num(nan=torch.inf, posinf=torch.inf).amin(dim=1)
 
 
 def _grpo(r: torch.Tensor, num_generations: int, w: torch.Tensor, eps: float) -> torch.Tensor:
-    s = (r * w).nansum(dim=1).masked_fill(torch.isnan(r).all(dim=1), float("nan"))
-    g = s.view(-1, num_generations)
-    present = ~torch.isnan(g)
-    count = present.sum(dim=1, keepdim=True)
-    mean = torch.where(present, g, 0.0).sum(dim=1, keepdim=True) / count
-    dev = torch.where(present, g - mean, 0.0)
-    std = ((dev * dev).sum(dim=1, keepdim=True) / (count - 1)).sqrt()
-    return torch.nan_to_num(torch.where(present, dev / (std + eps), 0.0), nan=0.0).view(-1)
+    s = (r.nan_to_num(0.0) @ w).masked_fill(torch.isnan(r).all(dim=1), float("nan")).view(-1, num_generations)
+    count = (~torch.isnan(s)).sum(dim=1, keepdim=True)
+    dev = s - s.nan_to_num(0.0).sum(dim=1, keepdim=True) / count
+    std = (dev.nan_to_num(0.0).square().sum(dim=1, keepdim=True) / (count - 1)).sqrt()
+    return (dev / (std + eps)).nan_to_num(0.0).view(-1)  # NaN rows and groups with < 2 scored rows -> 0
 
 
 def _whiten(s: torch.Tensor, eps: float) -> torch.Tensor:
     """Batch whitening `(s - nanmean) / (nanstd + eps)`; NaN rows and batches with < 2 scored rows give 0."""
-    present = ~torch.isnan(s)
-    count = present.sum()
-    dev = torch.where(present, s - torch.where(present, s, 0.0).sum() / count, 0.0)
-    std = ((dev * dev).sum() / (count - 1)).sqrt()
-    return torch.nan_to_num(dev / (std + eps), nan=0.0)
+    count = (~torch.isnan(s)).sum()
+    dev = s - s.nan_to_num(0.0).sum() / count
+    std = (dev.nan_to_num(0.0).square().sum() / (count - 1)).sqrt()
+    return (dev / (std + eps)).nan_to_num(0.0)
 
 
 def _check_rewards(rewards, num_generations: int) -> torch.Tensor:
