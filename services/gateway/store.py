@@ -1,8 +1,8 @@
 """The job store in Redis: one job = its items, its deadline and one result per (item, source).
 
-Key layout (``P`` = ``RVPO_KEY_PREFIX``, every key expires after ``RVPO_JOB_TTL_S``)::
+Key layout (``P`` = ``RVPO_KEY_PREFIX``; every key expires at ``expires_at`` = submission + ``RVPO_JOB_TTL_S``)::
 
-    P:job:<id>:meta      hash  created_at, deadline, deadline_s, plan (JSON), final (terminal status once frozen)
+    P:job:<id>:meta      hash  created_at, deadline, deadline_s, expires_at, plan (JSON), final (terminal status)
     P:job:<id>:items     hash  <index> -> item JSON (what the worker sends to the judge / rules service)
     P:job:<id>:res       hash  <index>:<source> -> result JSON, written with HSETNX (first write wins)
     P:job:<id>:attempts  hash  <index>:<source> -> number of times a worker started that task
@@ -63,6 +63,20 @@ def null_result(source: str, n_rubrics: int, reason: str, **extra: Any) -> dict[
             "reasons": {n: reason for n in names}, "detail": None, "error": reason, **extra}
 
 
+#: Worker side, one round trip: unless the result field exists, count the attempt and return
+#: ``[attempt, item JSON, deadline, deadline_s, expires_at]``; ``false`` when already scored; ``{}`` when the job
+#: is gone (expired). KEYS = res, attempts, items, meta; ARGV = field, index.
+CLAIM_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return false end
+local item = redis.call('HGET', KEYS[3], ARGV[2])
+local meta = redis.call('HMGET', KEYS[4], 'deadline', 'deadline_s', 'expires_at')
+if not item or not meta[1] then return {} end
+local attempt = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('EXPIREAT', KEYS[2], meta[3])
+return {attempt, item, meta[1], meta[2], meta[3]}
+"""
+
+
 def job_status(n_expected: int, results: dict[str, dict], started: bool, expired: bool) -> str:
     """Status of a job from its results (see docs/gateway.md).
 
@@ -94,12 +108,12 @@ class JobStore:
         plan = [{"id": it["id"], "group_id": it.get("group_id"), "n_rubrics": len(it.get("rubrics") or []),
                  "sources": item_sources(it)} for it in items]
         meta = {"created_at": now, "deadline": now + deadline_s, "deadline_s": deadline_s,
-                "plan": json.dumps(plan)}
+                "expires_at": int(now + self.ttl_s), "plan": json.dumps(plan)}
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(k.meta, mapping=meta)
         pipe.hset(k.items, mapping={str(i): json.dumps(it) for i, it in enumerate(items)})
         for key in (k.meta, k.items):
-            pipe.expire(key, self.ttl_s)
+            pipe.expireat(key, meta["expires_at"])
         await pipe.execute()
         return {**meta, "plan": plan}
 
@@ -119,7 +133,7 @@ class JobStore:
         if meta.get("final") is None:
             expired = time.time() >= deadline
             if expired and len(res) < len(expected):
-                await self._fill_missing(k, plan, expected, res, float(meta["deadline_s"]))
+                await self._fill_missing(k, plan, expected, res, float(meta["deadline_s"]), int(meta["expires_at"]))
                 meta, res, attempts = await self._read(k)
             status = job_status(len(expected), res, bool(attempts), expired)
             if status in TERMINAL:
@@ -128,6 +142,10 @@ class JobStore:
         status = meta.get("final") or job_status(len(expected), res, bool(attempts), False)
         return {"job_id": job_id, "status": status, "created_at": float(meta["created_at"]), "deadline": deadline,
                 "plan": plan, "results": res, "attempts": attempts, "n_expected": len(expected)}
+
+    async def n_results(self, job_id: str) -> int:
+        """How many (item, source) results are in (one cheap HLEN, for polling)."""
+        return int(await self.redis.hlen(self.keys(job_id).res))
 
     async def _read(self, k: JobKeys) -> tuple[dict[str, str], dict[str, dict], dict[str, int]]:
         pipe = self.redis.pipeline(transaction=False)
@@ -141,7 +159,7 @@ class JobStore:
         return meta, res, attempts
 
     async def _fill_missing(self, k: JobKeys, plan: list[dict], expected: list[tuple[int, str]],
-                            res: dict[str, dict], deadline_s: float) -> None:
+                            res: dict[str, dict], deadline_s: float, expires_at: int) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for i, source in expected:
             field = result_field(i, source)
@@ -149,5 +167,5 @@ class JobStore:
                 reason = f"deadline_exceeded: no {source} result within the job deadline of {deadline_s:g} s"
                 pipe.hsetnx(k.res, field, json.dumps(null_result(source, plan[i]["n_rubrics"], reason,
                                                                  worker="gateway")))
-        pipe.expire(k.res, self.ttl_s)
+        pipe.expireat(k.res, expires_at)
         await pipe.execute()

@@ -2,8 +2,8 @@
 
 One task per item per source (never per rubric criterion, no chords). The task
 
-1. returns at once if its result field already exists (a re-delivered task changes nothing);
-2. counts the attempt, loads the item and the job deadline from Redis (returns if the job expired);
+1. returns at once if its result field already exists (a re-delivered task changes nothing); otherwise counts
+   the attempt and loads the item and the job deadline (one Lua script; returns if the job expired);
 3. calls the service with a timeout of ``min(RVPO_WORKER_JUDGE_TIMEOUT_S | RVPO_WORKER_RULES_TIMEOUT_S, time to deadline)``,
    retrying (tenacity) only connection failures and 502/503/504, forwarding ``RVPO_API_TOKEN``;
 4. writes the channels with HSETNX under ``<index>:<source>``; any failure (timeout, HTTP error, bad answer,
@@ -25,7 +25,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 
-from services.gateway.store import JobKeys, null_result, result_field
+from services.gateway.store import CLAIM_LUA, JobKeys, null_result, result_field
 from services.worker.celery_app import celery_app
 from services.worker.channels import JUDGE, RULES, source_channels
 
@@ -46,6 +46,13 @@ def _client(kind: str):
         else:
             headers = {"Authorization": f"Bearer {SETTINGS.api_token}"} if SETTINGS.api_token else {}
             _clients[key] = httpx.Client(headers=headers, limits=httpx.Limits(max_keepalive_connections=4))
+    return _clients[key]
+
+
+def _claim_script(r):
+    key = f"claim:{os.getpid()}"
+    if key not in _clients:
+        _clients[key] = r.register_script(CLAIM_LUA)
     return _clients[key]
 
 
@@ -155,18 +162,12 @@ def score(self, job_id: str, index: int, source: str) -> dict:
     r = _client("redis")
     k = JobKeys.of(SETTINGS.key_prefix, job_id)
     field = result_field(index, source)
-    if r.hexists(k.res, field):
+    claim = _claim_script(r)(keys=[k.res, k.attempts, k.items, k.meta], args=[field, index])
+    if claim is None:
         return {"field": field, "written": False, "ok": None, "skipped": "already scored"}
-    pipe = r.pipeline(transaction=False)
-    pipe.hincrby(k.attempts, field, 1)
-    pipe.hget(k.items, str(index))
-    pipe.hmget(k.meta, "deadline", "deadline_s")
-    pipe.ttl(k.meta)
-    attempt, raw_item, (deadline, deadline_s), ttl = pipe.execute()
-    if raw_item is None or deadline is None:
-        r.delete(k.attempts)  # the job expired: leave no orphan keys
+    if not claim:
         return {"field": field, "written": False, "ok": None, "skipped": "job not found (expired?)"}
-    r.expire(k.attempts, max(int(ttl), 1))
+    attempt, raw_item, deadline, deadline_s, expires_at = claim
     item = json.loads(raw_item)
     n_rubrics = len(item.get("rubrics") or [])
     started = time.monotonic()
@@ -182,8 +183,10 @@ def score(self, job_id: str, index: int, source: str) -> dict:
         result = null_result(source, n_rubrics,
                              f"worker_timeout: task exceeded the soft time limit of {SETTINGS.task_soft_time_limit_s:g} s")
     result.update(worker=f"{socket.gethostname()}:{os.getpid()}", attempt=int(attempt),
-                  elapsed_s=round(time.monotonic() - started, 4))
-    written = bool(r.hsetnx(k.res, field, json.dumps(result)))
-    r.expire(k.res, max(int(r.ttl(k.meta)), 1))
+                  elapsed_s=round(time.monotonic() - started, 4), finished_at=time.time())
+    pipe = r.pipeline(transaction=False)
+    pipe.hsetnx(k.res, field, json.dumps(result))
+    pipe.expireat(k.res, int(expires_at))
+    written = bool(pipe.execute()[0])
     log.info("job %s item %d %s: ok=%s written=%s attempt=%s", job_id, index, source, result["ok"], written, attempt)
     return {"field": field, "written": written, "ok": result["ok"]}
