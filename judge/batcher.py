@@ -46,15 +46,20 @@ class MicroBatcher(Generic[T, R]):
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
-    async def aclose(self) -> None:
-        """Stop the loop, wait for in-flight batches; still-queued items get CancelledError."""
+    async def aclose(self, grace_s: float = 5.0) -> None:
+        """Stop the loop; give in-flight batches ``grace_s`` seconds, then cancel them. Items still queued or in
+        a cancelled batch get CancelledError (at shutdown no caller is normally left waiting: uvicorn finishes
+        the open requests before the app's lifespan ends)."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         while self._queue:
             _, fut, _ = self._queue.popleft()
             fut.cancel()
@@ -133,6 +138,10 @@ class MicroBatcher(Generic[T, R]):
             for (_, fut), res in zip(batch, results):
                 if not fut.done():
                     fut.set_result(res)
+        except asyncio.CancelledError:
+            for _, fut in batch:
+                fut.cancel()
+            raise
         finally:
             if self._slots is not None:
                 self._slots.release()
