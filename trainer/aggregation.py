@@ -94,19 +94,19 @@ def group_zscores(rewards: torch.Tensor, num_generations: int, *, eps: float = 1
     """Per-channel group z-scores `[N, K]` of rewards `[N, K]`: `(r - nanmean_G) / (nanstd_G + eps)`.
 
     NaN stays NaN; a channel present once in its group gets 0. Bessel-corrected std as TRL's `nanstd`
-    (GDPO, arXiv 2601.05242, eq. 4). Raises ValueError like `compute_advantages`.
+    (GDPO, arXiv 2601.05242). Raises ValueError like `compute_advantages`.
     """
     return _zscores(_check_rewards(rewards, num_generations), num_generations, eps)
 
 
 def _zscores(r: torch.Tensor, num_generations: int, eps: float) -> torch.Tensor:
     n, k = r.shape
-    g = r.view(n // num_generations, num_generations, k)
+    g = r.reshape(n // num_generations, num_generations, k)
     count = (~torch.isnan(g)).sum(dim=1, keepdim=True)
     dev = g - g.nan_to_num(0.0).sum(dim=1, keepdim=True) / count  # NaN where absent
     var = dev.nan_to_num(0.0).square().sum(dim=1, keepdim=True) / (count - 1)
     scale = torch.where(count > 1, 1.0 / (var.sqrt() + eps), 0.0)  # [P, 1, K]: 0 when seen once in the group
-    return (dev * scale).view(n, k)
+    return (dev * scale).reshape(n, k)
 
 
 def softmin(z: torch.Tensor, risk: float, weights: torch.Tensor | None = None) -> torch.Tensor:
