@@ -55,9 +55,6 @@ class JudgeService:
         """
         metrics.REQUEST_ITEMS.inc(len(items))
         flat = [(i, j) for i, it in enumerate(items) for j in range(len(it.rubrics))]
-        return await self._judge(items, flat)
-
-    async def _judge(self, items: list[JudgeItem], flat: list[tuple[int, int]]) -> list[dict]:
         model = self.backend.model_id
         outcomes: dict[tuple[int, int], Outcome] = {}
         cached: set[tuple[int, int]] = set()
