@@ -14,7 +14,7 @@ On a shared 2-core machine the rates fall short of C / L when the fake server it
 ``asyncio.sleep(L)`` overshoots); occupancy and ``x_direct_asyncio`` show whether the service was the limit.
 
 Targets (issue 4): service >= 0.9 x capacity, >= 20 x naive, cache second pass >= 10 x faster.
-Usage: ``python benchmarks/judge.py [--latency-ms 200] [--concurrency 32] [--clients 16] [--per-request 4]``
+Usage: ``python benchmarks/judge.py [--latency-ms 500] [--concurrency 32] [--clients 16] [--per-request 4]``
 """
 
 from __future__ import annotations
@@ -115,12 +115,12 @@ def cpu_seconds(pid: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--latency-ms", type=float, default=200.0)
+    ap.add_argument("--latency-ms", type=float, default=500.0)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients of the judge")
     ap.add_argument("--per-request", type=int, default=4, help="examples per POST /v1/judge")
     ap.add_argument("--max-examples", type=int, default=None)
-    ap.add_argument("--naive-calls", type=int, default=30)
+    ap.add_argument("--naive-calls", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     a = ap.parse_args()
