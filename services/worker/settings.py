@@ -31,13 +31,13 @@ class WorkerSettings(CommonSettings):
     celery_queue: str = Field("rvpo", description="Celery queue the gateway publishes to and workers consume.")
     worker_concurrency: int = Field(8, ge=1, description="Prefork processes per worker (each runs one task).")
     broker_visibility_timeout_s: float = Field(
-        3600.0, gt=0, description="Seconds before Redis re-delivers a task whose worker never acknowledged it.")
+        200.0, gt=0, description="Seconds before Redis re-delivers a task whose worker never acknowledged it.")
     broker_restore_interval_s: float = Field(
         10.0, gt=0, description="Seconds between a worker's sweeps for unacknowledged tasks to re-deliver.")
-    task_soft_time_limit_s: float = Field(300.0, gt=0, description="Soft limit: the task writes NaN + reason.")
-    task_time_limit_s: float = Field(330.0, gt=0, description="Hard limit: the task's process is killed.")
+    task_soft_time_limit_s: float = Field(150.0, gt=0, description="Soft limit: the task writes NaN + reason.")
+    task_time_limit_s: float = Field(170.0, gt=0, description="Hard limit: the task's process is killed.")
     result_expires_s: int = Field(86400, gt=0, description="Seconds Celery keeps a task's result in Redis.")
-    worker_judge_timeout_s: float = Field(240.0, gt=0, description="Timeout of one HTTP call to the judge.")
+    worker_judge_timeout_s: float = Field(120.0, gt=0, description="Timeout of one HTTP call to the judge.")
     worker_rules_timeout_s: float = Field(30.0, gt=0, description="Timeout of one HTTP call to the rules service.")
     worker_http_max_retries: int = Field(
         2, ge=0, description="Retries of a call that failed to connect or got 502/503/504.")
