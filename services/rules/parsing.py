@@ -16,6 +16,10 @@ Formats (``fmt``):
 - ``auto``: a dict is ``openai``; text with ``<tool_call>`` is ``toolrl`` when its objects use ``parameters``
   (else ``hermes``); other text is tried as ``python``; text with none of these is ``no_tool_call``.
 
+Argument values nested deeper than :data:`MAX_NESTING` lists / dicts / tuples (or too deep for the JSON / Python
+reader at all) are a parse error (``invalid_json`` / ``unsupported_value``), so nothing downstream recurses
+without bound on a hostile completion.
+
 A completion that cannot be parsed is not an exception: :func:`parse_completion` returns a :class:`Parsed`
 with ``error_code`` set (machine-readable) and no calls.
 """
@@ -49,6 +53,8 @@ PARSE_ERROR_CODES = (
     "not_openai_message",  # openai: completion is not an assistant message
     "wrong_format",  # a declared format got input of another kind (e.g. a dict for ``python``)
 )
+
+MAX_NESTING = 100  # deepest list / dict / tuple nesting accepted inside the arguments (BFCL data: 3)
 
 _TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _FENCE_RE = re.compile(r"^```[a-zA-Z0-9_-]*\n(.*?)\n?```$", re.DOTALL)
@@ -108,9 +114,37 @@ def parse_completion(completion: Any, fmt: str = "auto") -> Parsed:
             calls = parse_python(completion)
         else:
             calls = parse_tagged(completion, "parameters" if fmt == "toolrl" else "arguments")
+        if (not isinstance(completion, str) or _openers(completion) > MAX_NESTING) and _too_deep(calls):
+            raise ParseError("invalid_json" if fmt != "python" else "unsupported_value",
+                             f"argument values nested deeper than {MAX_NESTING} levels")
     except ParseError as exc:
         return Parsed(fmt, [], exc.code, exc.message, text)
     return Parsed(fmt, calls, None, None, text)
+
+
+def _openers(text: str) -> int:
+    """Upper bound of the nesting depth of anything parsed from ``text`` (cheap: C-level counts)."""
+    return text.count("[") + text.count("{") + text.count("(")
+
+
+def _too_deep(calls: list[dict[str, Any]], limit: int = MAX_NESTING) -> bool:
+    """Whether some argument value nests more than ``limit`` containers (iterative: no recursion)."""
+    stack = [(c["arguments"], 1) for c in calls]
+    while stack:
+        obj, depth = stack.pop()
+        if depth > limit:
+            return True
+        values = obj.values() if isinstance(obj, dict) else obj
+        stack.extend((v, depth + 1) for v in values if isinstance(v, (dict, list, tuple)))
+    return False
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` whose too-deep input is a ``ValueError`` like any other invalid JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _message_text(message: Any) -> str:
@@ -147,7 +181,7 @@ def parse_openai(message: Any) -> list[dict[str, Any]]:
     """
     if isinstance(message, str):
         try:
-            message = json.loads(message)
+            message = _loads(message)
         except ValueError as exc:
             raise ParseError("not_openai_message", f"text is not a JSON assistant message ({exc})") from None
     if isinstance(message, list):  # a bare tool_calls list
@@ -165,7 +199,7 @@ def parse_openai(message: Any) -> list[dict[str, Any]]:
         args = fn.get("arguments", {})
         if isinstance(args, str):
             try:
-                args = json.loads(args) if args.strip() else {}
+                args = _loads(args) if args.strip() else {}
             except ValueError as exc:
                 raise ParseError("invalid_json", f"tool_calls[{i}].function.arguments is not JSON ({exc})") from None
         if not isinstance(args, dict):
@@ -192,14 +226,14 @@ def parse_tagged(text: str, args_key: str = "arguments") -> list[dict[str, Any]]
         if not block:
             raise ParseError("invalid_json", "empty <tool_call> block")
         try:
-            objs = json.loads(block)
+            objs = _loads(block)
         except ValueError:
             objs = []
             for line in block.split("\n"):
                 if not line.strip():
                     continue
                 try:
-                    objs.append(json.loads(line))
+                    objs.append(_loads(line))
                 except ValueError as exc:
                     raise ParseError("invalid_json", f"<tool_call> line is not JSON: {line[:80]!r} ({exc})") from None
         if not isinstance(objs, list):
@@ -216,7 +250,7 @@ def _call_from_obj(obj: Any, args_key: str) -> dict[str, Any]:
     args = obj.get(args_key, obj.get(other, {}))
     if isinstance(args, str):  # some models double-encode the arguments
         try:
-            args = json.loads(args)
+            args = _loads(args)
         except ValueError as exc:
             raise ParseError("invalid_json", f"{obj['name']}: {args_key} string is not JSON ({exc})") from None
     if not isinstance(args, dict):
@@ -256,11 +290,14 @@ def parse_python(text: str, fast: bool = True) -> list[dict[str, Any]]:
     if elts is None:
         raise ParseError("not_a_call", f"expected a list of calls, got {type(body).__name__}")
     calls = []
-    for elem in elts:
-        if not isinstance(elem, ast.Call):
-            raise ParseError("not_a_call", f"list element {ast.unparse(elem)[:80]!r} is not a function call")
-        name, args = _resolve_call(elem)
-        calls.append({"name": name, "arguments": args})
+    try:
+        for elem in elts:
+            if not isinstance(elem, ast.Call):
+                raise ParseError("not_a_call", f"list element {ast.unparse(elem)[:80]!r} is not a function call")
+            name, args = _resolve_call(elem)
+            calls.append({"name": name, "arguments": args})
+    except RecursionError:  # e.g. 1 + 1 + ... + 1, a left-deep chain of a thousand terms
+        raise ParseError("unsupported_value", "argument value nested too deeply") from None
     return calls
 
 

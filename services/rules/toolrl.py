@@ -130,7 +130,7 @@ def correctness_from_text(text: str, gt: list[dict[str, Any]]) -> tuple[float, s
     for line in block.split("\n"):
         try:
             pred.append(json.loads(line))
-        except ValueError:
+        except (ValueError, RecursionError):  # ToolRL's bare ``except`` also floors a line too deep to decode
             return TOOLRL_MIN, f"toolrl_bad_json: {line[:80]!r}"
     try:
         return correctness_from_calls(gt, pred), None

@@ -1,0 +1,62 @@
+"""Adversarial inputs for the rules service: hostile completions must be *scored* (lowest values + a reason), never
+raise, never fail the batch; lenient flags must not turn a correct call into a wrong one; ToolRL agrees with
+qiancheng0/ToolRL ``rlla.py`` even on odd predictions. Expected values are worked out by hand in each test."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.rules import score_item
+from services.rules.toolrl import correctness_from_text
+
+F = {"name": "f", "description": "", "parameters": {"type": "dict", "properties": {"a": {"type": "integer"}},
+                                                     "required": ["a"]}}
+GT = [{"f": {"a": [1]}}]
+SEVEN = ("rules/format", "rules/function_name", "rules/required_args", "rules/no_unexpected_args", "rules/arg_types",
+         "rules/arg_values", "rules/call_count")
+
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _openai(arguments) -> dict:
+    return {"role": "assistant", "content": None,
+            "tool_calls": [{"id": "c0", "type": "function", "function": {"name": "f", "arguments": arguments}}]}
+
+
+# ------------------------------------------------------------------------------------- nesting / recursion bombs
+DEEP_JSON = 5000  # deeper than json.loads can go at any stack depth
+DEEP_OK_JSON = 600  # json.loads manages, but recursive post-processing would not
+
+
+@pytest.mark.parametrize("label, completion, code", [
+    ("hermes, json too deep", '<tool_call>{"name": "f", "arguments": {"a": %s}}</tool_call>' % _deep(DEEP_JSON),
+     "invalid_json"),
+    ("hermes, nested 600", '<tool_call>{"name": "f", "arguments": {"a": %s}}</tool_call>' % _deep(DEEP_OK_JSON),
+     "invalid_json"),
+    ("openai string, json too deep", _openai('{"a": %s}' % _deep(DEEP_JSON)), "invalid_json"),
+    ("openai string, nested 600", _openai('{"a": %s}' % _deep(DEEP_OK_JSON)), "invalid_json"),
+    ("openai dict, nested 600", _openai({"a": json.loads(_deep(DEEP_OK_JSON))}), "invalid_json"),
+    ("python, 700-term sum", "[f(a=%s)]" % "+".join(["1"] * 700), "unsupported_value"),
+])
+def test_nesting_bombs_are_scored_not_raised(label, completion, code):
+    """A completion nested too deeply to handle is an unparseable completion: the BFCL verdict decoder_failed,
+    0 on the seven rules channels, ToolRL correctness -3 (no ToolRL tags), the parse error as the reason."""
+    r = score_item({"id": label, "completion": completion, "tools": [F], "ground_truth": GT})
+    assert (r.valid, r.error_type) == (False, "ast_decoder:decoder_failed")
+    assert [r.channels[c] for c in SEVEN] == [0.0] * 7
+    assert r.reasons["rules/format"].startswith(code)
+    assert r.toolrl.correctness == -3.0
+    json.loads(r.model_dump_json())  # and it serializes
+
+
+def test_toolrl_text_too_deep_is_minus_three_like_toolrl():
+    """ToolRL's ``customize_correctness_reward_tool`` wraps json.loads in a bare ``except`` -> the -3 floor."""
+    text = '<think>t</think>\n<tool_call>\n{"name": "f", "parameters": {"a": %s}}\n</tool_call>' % _deep(DEEP_JSON)
+    assert correctness_from_text(text, [{"name": "f", "parameters": {"a": 1}}])[0] == -3.0
+    r = score_item({"id": "x", "completion": text, "tools": [F], "ground_truth": GT})
+    assert r.error_type == "ast_decoder:decoder_failed" and r.channels["rules/toolrl_correctness"] == -3.0
+    assert r.channels["rules/toolrl_format"] == 1.0  # the layout itself is ToolRL's
