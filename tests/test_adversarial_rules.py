@@ -9,7 +9,7 @@ import json
 import pytest
 
 from services.rules import score_item
-from services.rules.toolrl import correctness_from_text
+from services.rules.toolrl import correctness_from_text, format_reward
 
 F = {"name": "f", "description": "", "parameters": {"type": "dict", "properties": {"a": {"type": "integer"}},
                                                      "required": ["a"]}}
@@ -60,3 +60,24 @@ def test_toolrl_text_too_deep_is_minus_three_like_toolrl():
     r = score_item({"id": "x", "completion": text, "tools": [F], "ground_truth": GT})
     assert r.error_type == "ast_decoder:decoder_failed" and r.channels["rules/toolrl_correctness"] == -3.0
     assert r.channels["rules/toolrl_format"] == 1.0  # the layout itself is ToolRL's
+
+
+# ------------------------------------------------------------------------------------- ToolRL edge cases
+@pytest.mark.timeout(30)
+def test_toolrl_format_on_a_repetition_loop_is_fast_and_zero():
+    """A degenerate rollout repeating ``</think>\\n<tool_call>\\n``: 20,000 <tool_call> tags, so ToolRL's format
+    rule (each tag exactly once) gives 0. The rule's regex alone is quadratic on this text (minutes at this size);
+    the tag counts decide first."""
+    text = "<think>" + "</think>\n<tool_call>\n" * 20_000 + "x"
+    assert format_reward(text, has_tool_call=True, has_response=False) == 0.0
+    assert format_reward(text, has_tool_call=True, has_response=True) == 0.0
+
+
+def test_toolrl_unhashable_predicted_name_is_minus_three():
+    """ToolRL's ``match_score`` builds ``Counter(pred names)``; a name that is a JSON list or object raises
+    TypeError inside its bare ``except`` -> -3, whatever the other predicted lines are worth."""
+    gt = [{"name": "f", "parameters": {"a": 1}}]
+    for odd in ('["g"]', '{"g": 1}'):
+        text = ('<think>t</think>\n<tool_call>\n{"name": "f", "parameters": {"a": 1}}\n'
+                '{"name": %s, "parameters": {}}\n</tool_call>' % odd)
+        assert correctness_from_text(text, gt)[0] == -3.0

@@ -42,18 +42,20 @@ def gt_calls_from_bfcl(ground_truth: list[dict[str, dict[str, list]]]) -> list[d
 
 def format_reward(text: str, has_tool_call: bool, has_response: bool) -> float:
     """ToolRL format reward: 1.0 when ``text`` matches the layout the ground truth implies, else 0.0.
-    (``re.match`` equals ToolRL's ``re.search`` here: every pattern is anchored with ``^`` and no MULTILINE.)"""
+    (``re.match`` equals ToolRL's ``re.search`` here: every pattern is anchored with ``^`` and no MULTILINE.)
+    The tag counts are tested before the regex (same conjunction, other order): with a tag repeated many times,
+    as in a repetition loop, the two lazy groups of the regex backtrack in quadratic time."""
     if has_response and not has_tool_call:
-        ok = bool(_FMT_RESP.match(text)) and text.count("<response>") == 1 and text.count("</response>") == 1
+        ok = text.count("<response>") == 1 and text.count("</response>") == 1 and bool(_FMT_RESP.match(text))
     elif has_tool_call and not has_response:
-        ok = bool(_FMT_CALL.match(text)) and text.count("<tool_call>") == 1 and text.count("</tool_call>") == 1
+        ok = text.count("<tool_call>") == 1 and text.count("</tool_call>") == 1 and bool(_FMT_CALL.match(text))
     elif has_tool_call and has_response:
         ok = (
-            bool(_FMT_BOTH.match(text))
-            and text.count("<tool_call>") == 1
+            text.count("<tool_call>") == 1
             and text.count("</tool_call>") == 1
             and text.count("<response>") == 1
             and text.count("</response>") == 1
+            and bool(_FMT_BOTH.match(text))
         )
     else:
         ok = bool(_FMT_THINK.match(text))
@@ -62,7 +64,8 @@ def format_reward(text: str, has_tool_call: bool, has_response: bool) -> float:
 
 def match_score(a: list, b: list) -> float:
     """ToolRL ``match_score``: 1 if the lists are equal, 0 if either is empty, else the multiset Jaccard
-    ``|a & b| / (|a| + |b| - |a & b|)``."""
+    ``|a & b| / (|a| + |b| - |a & b|)``. Raises ``TypeError`` for an unhashable item of ``b`` (ToolRL counts
+    both lists with ``Counter``; ``a``, the ground truth's names, are strings)."""
     if a == b:
         return 1.0
     if not a or not b:
@@ -70,6 +73,8 @@ def match_score(a: list, b: list) -> float:
     left = Counter(b) if len(b) > 8 else None
     inter = 0
     if left is None:  # small lists (the usual case): multiset intersection without building two Counters
+        for x in b:
+            hash(x)  # an unhashable item (a JSON list as a name) raises TypeError, as ToolRL's Counter does
         rest = list(b)
         for x in a:
             if x in rest:
