@@ -5,6 +5,7 @@ qiancheng0/ToolRL ``rlla.py`` even on odd predictions. Expected values are worke
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import pytest
 
@@ -81,3 +82,18 @@ def test_toolrl_unhashable_predicted_name_is_minus_three():
         text = ('<think>t</think>\n<tool_call>\n{"name": "f", "parameters": {"a": 1}}\n'
                 '{"name": %s, "parameters": {}}\n</tool_call>' % odd)
         assert correctness_from_text(text, gt)[0] == -3.0
+
+
+# ------------------------------------------------------------------------------------- lenient flags
+def test_unicode_nfc_keeps_an_exact_call_valid_with_decomposed_schema_names():
+    """Tool and parameter names written in NFD: the exact call is valid in BFCL mode and must stay valid (all
+    channels 1) with ``unicode_nfc`` on, which normalizes both sides - the schema included."""
+    fname, pname = unicodedata.normalize("NFD", "café"), unicodedata.normalize("NFD", "précis")
+    assert fname != unicodedata.normalize("NFC", fname)
+    tool = {"name": fname, "parameters": {"type": "dict", "properties": {pname: {"type": "string"}}, "required": [pname]}}
+    completion = "<tool_call>" + json.dumps({"name": fname, "arguments": {pname: "oui"}}) + "</tool_call>"
+    for nfc in (False, True):
+        r = score_item({"id": "x", "completion": completion, "tools": [tool], "ground_truth": [{fname: {pname: ["oui"]}}],
+                        "options": {"unicode_nfc": nfc}})
+        assert (r.valid, r.error_type) == (True, None), (nfc, r.error)
+        assert [r.channels[c] for c in SEVEN] == [1.0] * 7

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from dataclasses import replace
 from typing import Any
 
 from services.rules.bfcl import CheckOptions, FuncDoc, PairCheck, ast_check, check_pair, normalize_tools
@@ -64,6 +65,7 @@ def score_item(item: dict | RulesItem) -> RulesResult:
     if opts.unicode_nfc:
         calls = _nfc(calls)
         gt = None if gt is None else _nfc(gt)
+        docs = _nfc_docs(docs)
 
     channels: dict[str, float] = {}
     reasons: dict[str, str] = {}
@@ -113,6 +115,16 @@ def _nfc(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return type(x)(_nfc(v) for v in x)
     return x
+
+
+def _nfc_docs(docs: dict[str, FuncDoc]) -> dict[str, FuncDoc]:
+    """The tool docs with NFC-normalized function / parameter names and defaults, to match the normalized calls
+    and ground truth (otherwise an exact call written in NFD no longer finds its schema)."""
+    out = {}
+    for doc in docs.values():
+        params = {_nfc(p): replace(spec, name=_nfc(p), default=_nfc(spec.default)) for p, spec in doc.params.items()}
+        out[_nfc(doc.name)] = FuncDoc(_nfc(doc.name), params, tuple(_nfc(r) for r in doc.required))
+    return out
 
 
 def _score_rules(
