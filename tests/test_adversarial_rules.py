@@ -5,12 +5,15 @@ qiancheng0/ToolRL ``rlla.py`` even on odd predictions. Expected values are worke
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 
+import httpx
 import pytest
 
 from services.rules import score_item
 from services.rules.toolrl import correctness_from_text, format_reward
+from tests.procs import uvicorn_server
 
 F = {"name": "f", "description": "", "parameters": {"type": "dict", "properties": {"a": {"type": "integer"}},
                                                      "required": ["a"]}}
@@ -97,3 +100,48 @@ def test_unicode_nfc_keeps_an_exact_call_valid_with_decomposed_schema_names():
                         "options": {"unicode_nfc": nfc}})
         assert (r.valid, r.error_type) == (True, None), (nfc, r.error)
         assert [r.channels[c] for c in SEVEN] == [1.0] * 7
+
+
+# ------------------------------------------------------------------------------------- over HTTP
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with uvicorn_server("services.rules.app:app", tmp_path_factory.mktemp("rules-adv"),
+                        {"RVPO_RULES_MAX_BODY_BYTES": "50000"}) as proc:
+        yield proc.url
+
+
+def test_bytes_literal_does_not_fail_the_batch(server):
+    """``b'\\xff'`` is a Python literal BFCL reads as ``bytes`` (no schema type is bytes: type_error:simple). Its
+    invalid UTF-8 must not make the JSON answer fail: both items are scored, in order."""
+    items = [{"id": "ok", "completion": "[f(a=1)]", "tools": [F], "ground_truth": GT},
+             {"id": "bytes", "completion": "[f(a=b'\\xff')]", "tools": [F], "ground_truth": GT}]
+    json.loads(score_item(items[1]).model_dump_json())
+    r = httpx.post(f"{server}/v1/rules/score", json={"items": items}, timeout=30)
+    assert r.status_code == 200, r.text
+    out = r.json()["items"]
+    assert [(o["id"], o["valid"], o["error_type"]) for o in out] == [("ok", True, None),
+                                                                      ("bytes", False, "type_error:simple")]
+    assert out[1]["channels"]["rules/arg_types"] == 0.0
+
+
+def test_chunked_body_without_content_length_is_cut_at_the_limit(server):
+    """No Content-Length (chunked upload): the middleware counts the stream; 60 kB > 50 kB limit -> 413, and a small
+    chunked body still reaches the endpoint (null, never NaN, for a channel without ground truth)."""
+    def body(n_chunks):
+        yield b'{"items": [{"id": "x", "completion": "[f(a=1)]", "tools": ' + json.dumps([F]).encode() + b', "pad": "'
+        for _ in range(n_chunks):
+            yield b" " * 10_000
+        yield b'"}]}'
+
+    headers = {"content-type": "application/json"}
+    big = httpx.post(f"{server}/v1/rules/score", content=body(6), headers=headers, timeout=30)
+    assert big.status_code == 413 and big.json()["detail"][0]["type"] == "too_large"
+    small = body(1)
+    ok = httpx.post(f"{server}/v1/rules/score", content=small, headers=headers, timeout=30)
+    assert ok.status_code == 422  # the body arrived whole and was validated: "pad" is not a RulesItem field
+    assert ok.json()["detail"][0]["loc"] == ["body", "items", 0, "pad"]
+    good = httpx.post(f"{server}/v1/rules/score", content=iter([json.dumps(
+        {"items": [{"id": "x", "completion": "[f(a=1)]", "tools": [F]}]}).encode()]), headers=headers, timeout=30)
+    assert good.status_code == 200 and "NaN" not in good.text
+    assert good.json()["items"][0]["channels"]["rules/arg_values"] is None
+    assert math.isnan(score_item({"id": "x", "completion": "[f(a=1)]", "tools": [F]}).channels["rules/arg_values"])

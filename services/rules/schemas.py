@@ -122,7 +122,10 @@ class ToolRLValues(BaseModel):
 class RulesResult(BaseModel):
     """Result for one item. ``valid``/``error_type``/``error``: the BFCL verdict. ``channels``: reward channels
     by name (NaN in process, ``null`` on the wire, with ``reasons[name]``); ``reasons`` also explains every
-    channel below its maximum. ``calls``: the normalized calls ``[{"name", "arguments"}]``."""
+    channel below its maximum. ``calls``: the normalized calls ``[{"name", "arguments"}]``; a Python ``bytes``
+    literal in them goes on the wire as base64 (``b'\\xff'`` is not UTF-8, and one item must not fail the answer)."""
+
+    model_config = ConfigDict(ser_json_bytes="base64")
 
     id: str
     valid: bool
@@ -162,5 +165,7 @@ class ScoreRequest(BaseModel):
 
 class ScoreResponse(BaseModel):
     """``POST /v1/rules/score`` answer: one result per item, in request order."""
+
+    model_config = ConfigDict(ser_json_bytes="base64")  # governs the nested results when serialized from here
 
     items: list[RulesResult]
