@@ -15,7 +15,7 @@ ideal + reference completions) as gateway jobs and reports:
 with the load of other processes (``load_average`` is printed with the result).
 
 Targets (issue 5): pipeline >= 0.8 x capacity, >= 20 x naive, second pass >= 10 x faster than the first.
-Usage: ``python benchmarks/pipeline.py [--latency-ms 200] [--concurrency 32] [--worker-concurrency 8]``
+Usage: ``python benchmarks/pipeline.py [--latency-ms 500] [--concurrency 32] [--worker-concurrency 8]``
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def group_cpu_seconds(pgid: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--latency-ms", type=float, default=200.0)
+    ap.add_argument("--latency-ms", type=float, default=500.0)
     ap.add_argument("--concurrency", type=int, default=32, help="backend slots (capacity = C / latency)")
     ap.add_argument("--worker-concurrency", type=int, default=8, help="prefork processes of the Celery worker")
     ap.add_argument("--judge-workers", type=int, default=3,
