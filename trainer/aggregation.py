@@ -8,7 +8,8 @@ scored; NaN is always left out, never read as 0.
 Formulas
 - Group z-score per channel (GDPO, arXiv 2601.05242; TRL `normalize_then_sum`):
   `Z = (r - nanmean_G(r)) / (nanstd_G(r) + eps)`, Bessel-corrected NaN-aware std (TRL's `nanstd`). A channel seen
-  once in its group (or a group of size 1) has no within-group contrast: `Z = 0`.
+  once in its group (or a group of size 1), or constant over it, has no within-group contrast: `Z = 0` (also with
+  `eps = 0`, where the formula would be 0/0).
 - grpo: `s = nansum_j w_j r_j`, then `(s - mean_G s) / (std_G s + eps)` (TRL `sum_then_normalize`,
   `scale_rewards="group"`).
 - gdpo: `S = nansum_j w_j Z_j`, then batch whitening `(S - nanmean S) / (nanstd S + eps)` over all N rows.
@@ -56,7 +57,7 @@ def compute_advantages(
         weights: `[K]` non-negative channel weights (TRL's `reward_weights`); default all ones. gdpo and grpo use
             them as TRL does (weighted nansum); rvpo / variance_penalty renormalise them over the present channels;
             min only drops zero-weight channels.
-        eps: added to every std (TRL uses 1e-4).
+        eps: finite, >= 0, added to every std (TRL uses 1e-4).
         whiten: False returns the score S before batch whitening (NaN for rows without a usable channel);
             grpo is unaffected.
 
@@ -65,13 +66,14 @@ def compute_advantages(
 
     Raises:
         ValueError: naming the argument, when rewards is not 2-D or holds +-inf, K = 0, N is not a multiple of
-            num_generations, risk is not a finite number > 0, beta < 0, weights have the wrong length, are
-            negative or all zero, or method is unknown.
+            num_generations, risk is not a finite number > 0, beta < 0, eps is negative or not finite, weights
+            have the wrong length, are negative or all zero, or method is unknown.
     """
     if method not in METHODS:
         raise ValueError(f"method: unknown method {method!r}; expected one of {METHODS}")
     r = _check_rewards(rewards, num_generations)
     _check_risk(risk)
+    _check_eps(eps)
     w = _check_weights(weights, r.shape[1], r)
     if method == "grpo":
         return _grpo(r, num_generations, w, eps)
@@ -93,9 +95,10 @@ def compute_advantages(
 def group_zscores(rewards: torch.Tensor, num_generations: int, *, eps: float = 1e-4) -> torch.Tensor:
     """Per-channel group z-scores `[N, K]` of rewards `[N, K]`: `(r - nanmean_G) / (nanstd_G + eps)`.
 
-    NaN stays NaN; a channel present once in its group gets 0. Bessel-corrected std as TRL's `nanstd`
-    (GDPO, arXiv 2601.05242). Raises ValueError like `compute_advantages`.
+    NaN stays NaN; a channel present once in its group, or constant over it, gets 0. Bessel-corrected std as TRL's
+    `nanstd` (GDPO, arXiv 2601.05242). Raises ValueError like `compute_advantages`.
     """
+    _check_eps(eps)
     return _zscores(_check_rewards(rewards, num_generations), num_generations, eps)
 
 
@@ -105,7 +108,8 @@ def _zscores(r: torch.Tensor, num_generations: int, eps: float) -> torch.Tensor:
     count = (~torch.isnan(g)).sum(dim=1, keepdim=True)
     dev = g - g.nan_to_num(0.0).sum(dim=1, keepdim=True) / count  # NaN where absent
     var = dev.nan_to_num(0.0).square().sum(dim=1, keepdim=True) / (count - 1)
-    scale = torch.where(count > 1, 1.0 / (var.sqrt() + eps), 0.0)  # [P, 1, K]: 0 when seen once in the group
+    std = var.sqrt()
+    scale = torch.where((count > 1) & (std > 0), 1.0 / (std + eps), 0.0)  # [P, 1, K]: 0 if seen once or constant
     return (dev * scale).reshape(n, k)
 
 
@@ -203,6 +207,11 @@ def _check_rewards(rewards, num_generations: int) -> torch.Tensor:
 def _check_risk(risk: float) -> None:
     if not (isinstance(risk, (int, float)) and 0 < risk < float("inf")):
         raise ValueError(f"risk: must be a finite number > 0, got {risk!r}")
+
+
+def _check_eps(eps: float) -> None:
+    if not (isinstance(eps, (int, float)) and 0 <= eps < float("inf")):
+        raise ValueError(f"eps: must be a finite number >= 0, got {eps!r}")
 
 
 def _check_weights(weights, k: int, like: torch.Tensor) -> torch.Tensor:
