@@ -107,8 +107,7 @@ def _zscores(r: torch.Tensor, num_generations: int, eps: float) -> torch.Tensor:
     g = r.reshape(n // num_generations, num_generations, k)
     count = (~torch.isnan(g)).sum(dim=1, keepdim=True)
     dev = g - g.nan_to_num(0.0).sum(dim=1, keepdim=True) / count  # NaN where absent
-    var = dev.nan_to_num(0.0).square().sum(dim=1, keepdim=True) / (count - 1)
-    std = var.sqrt()
+    std = _std(dev, count, dim=1)
     scale = torch.where((count > 1) & (std > 0), 1.0 / (std + eps), 0.0)  # [P, 1, K]: 0 if seen once or constant
     return (dev * scale).reshape(n, k)
 
@@ -175,7 +174,7 @@ def _grpo(r: torch.Tensor, num_generations: int, w: torch.Tensor, eps: float) ->
     s = (r.nan_to_num(0.0) @ w).masked_fill(torch.isnan(r).all(dim=1), float("nan")).view(-1, num_generations)
     count = (~torch.isnan(s)).sum(dim=1, keepdim=True)
     dev = s - s.nan_to_num(0.0).sum(dim=1, keepdim=True) / count
-    std = (dev.nan_to_num(0.0).square().sum(dim=1, keepdim=True) / (count - 1)).sqrt()
+    std = _std(dev, count, dim=1)
     return (dev / (std + eps)).nan_to_num(0.0).view(-1)  # NaN rows and groups with < 2 scored rows -> 0
 
 
@@ -183,8 +182,20 @@ def _whiten(s: torch.Tensor, eps: float) -> torch.Tensor:
     """Batch whitening `(s - nanmean) / (nanstd + eps)`; NaN rows and batches with < 2 scored rows give 0."""
     count = (~torch.isnan(s)).sum()
     dev = s - s.nan_to_num(0.0).sum() / count
-    std = (dev.nan_to_num(0.0).square().sum() / (count - 1)).sqrt()
+    std = _std(dev, count, dim=0)
     return (dev / (std + eps)).nan_to_num(0.0)
+
+
+def _std(dev: torch.Tensor, count: torch.Tensor, dim: int) -> torch.Tensor:
+    """Bessel std along `dim` (kept) from deviations `dev` (NaN = absent) and the counts; NaN where count < 2.
+    Where the squares overflow (|dev| beyond ~1e19 in float32) it is computed from `dev / max|dev|`: the ratio
+    dev / std is all that matters, and an overflow would turn it into 0 for the whole group."""
+    d = dev.nan_to_num(0.0)
+    std = (d.square().sum(dim=dim, keepdim=True) / (count - 1)).sqrt()
+    if torch.isinf(std).any():
+        m = d.abs().amax(dim=dim, keepdim=True)
+        std = torch.where(torch.isinf(std), m * ((d / m).square().sum(dim=dim, keepdim=True) / (count - 1)).sqrt(), std)
+    return std
 
 
 def _check_rewards(rewards, num_generations: int) -> torch.Tensor:
