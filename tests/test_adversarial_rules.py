@@ -4,8 +4,10 @@ qiancheng0/ToolRL ``rlla.py`` even on odd predictions. Expected values are worke
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import tracemalloc
 import unicodedata
 
 import httpx
@@ -100,6 +102,29 @@ def test_unicode_nfc_keeps_an_exact_call_valid_with_decomposed_schema_names():
                         "options": {"unicode_nfc": nfc}})
         assert (r.valid, r.error_type) == (True, None), (nfc, r.error)
         assert [r.channels[c] for c in SEVEN] == [1.0] * 7
+
+
+# ------------------------------------------------------------------------------------- memory
+def test_long_string_arguments_are_not_retained():
+    """BFCL's string standardization was memoized for every string it saw (65,536 entries, any length): a service
+    scoring long free-text arguments kept them all (40 distinct 1 MB arguments -> 80 MB, up to 65,536 of them).
+    Scoring must not retain memory in proportion to what it has scored."""
+    tool = {"name": "f", "parameters": {"type": "dict", "properties": {"q": {"type": "string"}}, "required": ["q"]}}
+    item = {"id": "x", "tools": [tool], "ground_truth": [{"f": {"q": ["hello world"]}}]}
+    assert score_item({**item, "completion": "[f(q='Hello, World')]"}).valid  # standardized: equal
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20):
+            r = score_item({**item, "completion": f"[f(q='{i}{'y' * 1_000_000}')]"})
+            assert r.error_type == "value_error:string"
+        del r
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert retained < 5_000_000, f"{retained / 1e6:.1f} MB retained after scoring 20 x 1 MB arguments"
 
 
 # ------------------------------------------------------------------------------------- over HTTP

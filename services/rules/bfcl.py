@@ -84,14 +84,22 @@ class CheckOptions:
 BFCL_OPTIONS = CheckOptions()
 
 
-@lru_cache(maxsize=65536)
 def standardize_string(s: str) -> str:
-    """BFCL ``standardize_string``: drop `` ,./-_*^``, lowercase, ``'`` -> ``"`` (memoized: possible-answer
-    strings recur across the rollouts of a group)."""
+    """BFCL ``standardize_string``: drop `` ,./-_*^``, lowercase, ``'`` -> ``"`` (memoized up to
+    ``_STD_MEMO_LEN`` characters: possible-answer strings recur across the rollouts of a group, while a long
+    free-text argument would only fill the memo - 65,536 entries of any size)."""
+    return _standardize_memo(s) if len(s) <= _STD_MEMO_LEN else _standardize(s)
+
+
+def _standardize(s: str) -> str:
     return (
         s.replace(" ", "").replace(",", "").replace(".", "").replace("/", "").replace("-", "").replace("_", "")
         .replace("*", "").replace("^", "").lower().replace("'", '"')
     )
+
+
+_STD_MEMO_LEN = 256
+_standardize_memo = lru_cache(maxsize=65536)(_standardize)
 
 
 def _schema_type(raw: Any, path: str) -> str:
