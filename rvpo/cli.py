@@ -44,12 +44,12 @@ def serve(service: Service, host: str = typer.Option("127.0.0.1", help="Bind add
 
 
 @app.command()
-def worker(concurrency: int = typer.Option(8, help="Concurrent tasks (threads) in this worker."),
+def worker(concurrency: int = typer.Option(8, help="Worker processes (prefork pool; Celery enforces the time limits)."),
            loglevel: str = "INFO") -> None:
     """Run a Celery worker that scores items through the judge and rules services."""
     from services.worker.celery_app import celery_app
 
-    celery_app.worker_main(["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "--pool=threads"])
+    celery_app.worker_main(["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "--pool=prefork"])
 
 
 @app.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -32,16 +33,17 @@ def _judge_env(out_dir: Path, console: Console) -> tuple[dict[str, str], str]:
         model = os.environ.get("RVPO_JUDGE_MODEL", "(RVPO_JUDGE_MODEL unset)")
         console.print(f"judge backend: {os.environ['RVPO_JUDGE_BASE_URL']} model {model}")
         return {}, f"openai-compatible: {os.environ['RVPO_JUDGE_BASE_URL']} ({model})"
-    from rvpo.tinymodel import build_tiny_qwen2
+    from rvpo.tinymodel import build_tiny_qwen2, english_corpus
 
-    path = build_tiny_qwen2(out_dir / "untrained-judge")
+    path = build_tiny_qwen2(out_dir / "untrained-judge", corpus=english_corpus(), vocab_size=4096)
     console.print(Panel(
         "RVPO_JUDGE_BASE_URL is not set, so the judge uses a TINY UNTRAINED local model built just now.\n"
         "The grading path runs end to end, but its verdicts are meaningless. Point RVPO_JUDGE_BASE_URL /\n"
         "RVPO_JUDGE_MODEL (and RVPO_JUDGE_API_KEY) at any OpenAI-compatible server for real grades.",
         title="judge backend", style="yellow"))
+    # Small batches: on a CPU, a batch of long grader prompts materialises B x heads x T x T attention scores.
     return ({"RVPO_JUDGE_BACKEND": "local", "RVPO_JUDGE_LOCAL_MODEL_PATH": str(path),
-             "RVPO_JUDGE_MODEL": "untrained-tiny-qwen2"}, "local untrained tiny Qwen2 (verdicts meaningless)")
+             "RVPO_JUDGE_MODEL": "untrained-tiny-qwen2", "RVPO_JUDGE_MAX_BATCH_SIZE": "4"}, "local untrained tiny Qwen2 (verdicts meaningless)")
 
 
 def run_demo(out_dir: Path, console: Console | None = None) -> bool:
@@ -69,6 +71,7 @@ def run_demo(out_dir: Path, console: Console | None = None) -> bool:
             console.print(f"[red]stage {name} failed:[/red] {exc}")
             return None
 
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so `finally` stops the stack on SIGTERM too
     env, judge_label = _judge_env(out_dir, console)
     report["judge_backend"] = judge_label
     stack = Stack(StackConfig(gateway_port=0, judge_port=0, rules_port=0, log_dir=out_dir / "logs", env=env))
@@ -87,6 +90,10 @@ def run_demo(out_dir: Path, console: Console | None = None) -> bool:
     console.print(f"report: {out_dir / 'report.json'}  ({'all stages ok' if ok else 'FAILED'}, "
                   f"{report['seconds']} s)")
     return ok
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def _start(stack: Stack, console: Console) -> dict:

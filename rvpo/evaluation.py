@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from judge.scoring import healthbench_report
+from judge.scoring import channel_name, healthbench_report
 
 
 def _by_variant(rows: list[dict]) -> dict[str, list[dict]]:
@@ -27,11 +27,21 @@ def _by_variant(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def _verdicts(row: dict) -> list[bool | None]:
-    """criteria_met per rubric item from the judge's rubric results (None = null verdict, never 'not met')."""
-    results = (row.get("result") or {}).get("rubric_results") or []
-    if len(results) != len(row["rubrics"]):
-        return [None] * len(row["rubrics"])
-    return [rr.get("criteria_met") for rr in results]
+    """criteria_met per rubric item (None = null verdict, never 'not met').
+
+    From the judge's rubric results when the job was fetched with details, else from the reward channels:
+    ``rubric/jj = points_j * met_j`` (docs/contracts.md), so met_j is ``value != 0`` (points are never 0 in
+    HealthBench; a 0-point item reads as not met, which leaves its score unchanged) and null stays null."""
+    result = row.get("result") or {}
+    details = result.get("rubric_results") or []
+    if len(details) == len(row["rubrics"]):
+        return [rr.get("criteria_met") for rr in details]
+    channels = result.get("channels") or {}
+    out: list[bool | None] = []
+    for j in range(len(row["rubrics"])):
+        value = channels.get(channel_name(j))
+        out.append(None if value is None else value != 0)
+    return out
 
 
 def healthbench_summary(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:

@@ -35,7 +35,7 @@ class StackConfig:
     gateway_port: int = 8000
     judge_port: int = 8001
     rules_port: int = 8002
-    worker_concurrency: int = 8
+    worker_concurrency: int = 4
     log_dir: Path = Path("runs/stack-logs")
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 120.0
@@ -102,7 +102,7 @@ class Stack:
                                                  self.env)
             self.procs["worker"] = start_process(
                 [sys.executable, "-m", "celery", "-A", "services.worker.celery_app:celery_app", "worker",
-                 "--loglevel", "WARNING", "--concurrency", str(c.worker_concurrency), "--pool", "threads"],
+                 "--loglevel", "WARNING", "--concurrency", str(c.worker_concurrency), "--pool", "prefork"],
                 c.log_dir / "worker.log", self.env)
             for name in apps:
                 wait_http(self.urls[name] + "/readyz", self.procs[name], c.ready_timeout_s)

@@ -38,14 +38,31 @@ def build_tokenizer(out_dir: str | Path, corpus: list[str] | None = None, vocab_
     return fast
 
 
+def english_corpus(max_chars: int = 1_500_000) -> list[str]:
+    """Plain English-ish text available offline: the Python standard library's own sources (docstrings and
+    comments). Training a larger-vocabulary tokenizer on it makes long prompts (HealthBench conversations)
+    about 4x shorter in tokens than a byte-level vocabulary would."""
+    import sysconfig
+
+    texts, total = [], 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        text = path.read_text(errors="ignore")
+        texts.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
+    return texts
+
+
 def build_tiny_qwen2(out_dir: str | Path, corpus: list[str] | None = None, seed: int = 0,
-                     hidden_size: int = 32, num_layers: int = 2) -> Path:
-    """Save a tokenizer and a random tiny Qwen2ForCausalLM to `out_dir`; returns the path."""
+                     hidden_size: int = 32, num_layers: int = 2, vocab_size: int = 512) -> Path:
+    """Save a tokenizer (BPE with `vocab_size` entries trained on `corpus`) and a random tiny
+    Qwen2ForCausalLM to `out_dir`; returns the path."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     out_dir = Path(out_dir)
-    tok = build_tokenizer(out_dir, corpus)
+    tok = build_tokenizer(out_dir, corpus, vocab_size=vocab_size)
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
