@@ -154,6 +154,22 @@ def demo(out_dir: Path = typer.Option(Path("runs/demo"), help="Where the report 
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command()
+def settings(markdown: bool = typer.Option(False, help="Print the table as Markdown.")) -> None:
+    """List every RVPO_* environment variable with its default and meaning."""
+    from rvpo.settings_table import env_rows, markdown_table
+
+    if markdown:
+        print(markdown_table())
+        return
+    table = Table(title="RVPO_* settings")
+    for col in ("variable", "part", "default", "meaning"):
+        table.add_column(col)
+    for row in env_rows():
+        table.add_row(*row)
+    console.print(table)
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console)

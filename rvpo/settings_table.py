@@ -1,0 +1,39 @@
+"""Every ``RVPO_*`` environment variable the services read, collected from their pydantic-settings classes.
+
+`rvpo settings` prints it; tests check that the README documents each variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+def settings_classes() -> list[tuple[str, type]]:
+    """(part, settings class) for every service, shared settings first."""
+    from judge.settings import JudgeSettings
+    from services.common.settings import CommonSettings
+    from services.gateway.settings import GatewaySettings
+    from services.rules.settings import RulesSettings
+    from services.worker.settings import WorkerSettings
+
+    return [("all services", CommonSettings), ("gateway", GatewaySettings), ("worker", WorkerSettings),
+            ("judge", JudgeSettings), ("rules", RulesSettings)]
+
+
+def env_rows() -> Iterator[tuple[str, str, str, str]]:
+    """(ENV_NAME, part, default, description), each variable once (shared fields under "all services")."""
+    seen: set[str] = set()
+    for part, cls in settings_classes():
+        prefix = cls.model_config.get("env_prefix") or ""
+        for name, field in cls.model_fields.items():
+            env = (prefix + name).upper()
+            if env not in seen:
+                seen.add(env)
+                yield env, part, repr(field.default), field.description or ""
+
+
+def markdown_table() -> str:
+    """The configuration table as Markdown (the README's "Configuration" section)."""
+    lines = ["| variable | part | default | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{e}` | {p} | `{d}` | {m} |" for e, p, d, m in env_rows()]
+    return "\n".join(lines)
