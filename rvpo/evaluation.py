@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from judge.scoring import channel_name, healthbench_report
+from rvpo.records import record_kind
 
 
 def _by_variant(rows: list[dict]) -> dict[str, list[dict]]:
@@ -46,7 +47,8 @@ def _verdicts(row: dict) -> list[bool | None]:
 
 def healthbench_summary(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     """HealthBench report per variant: ``{variant: {score, score_bootstrap_std, n_samples, axes, themes,
-    null_verdicts}}``. Raises KeyError when a row has no ``rubrics``."""
+    null_verdicts}}``. Rows that are not HealthBench records are ignored."""
+    rows = [r for r in rows if record_kind(r) == "healthbench"]
     out = {}
     for variant, group in _by_variant(rows).items():
         examples = [{"rubrics": r["rubrics"], "met": _verdicts(r), "example_tags": r.get("example_tags", [])}
@@ -68,7 +70,8 @@ def bfcl_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """BFCL accuracy per variant and category, error-type counts, and each rules channel's mean.
 
     A row whose verdict is missing (the rules source failed) counts as not valid and is reported under
-    ``unscored``."""
+    ``unscored``. Rows that are not BFCL records are ignored."""
+    rows = [r for r in rows if record_kind(r) == "bfcl"]
     out = {}
     for variant, group in _by_variant(rows).items():
         by_cat: dict[str, list[bool]] = defaultdict(list)
