@@ -83,7 +83,9 @@ def test_python_values_follow_bfcl_resolution():
         ({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]}, "openai", "invalid_json"),
         ({"role": "assistant", "tool_calls": [{"function": {"arguments": "{}"}}]}, "openai", "bad_call_object"),
         ("just text", "openai", "not_openai_message"),
-        ({"role": "assistant", "content": "x"}, "python", "wrong_format"),
+        ({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}, "python",
+         "wrong_format"),
+        ({"role": "assistant", "content": "x"}, "python", "no_tool_call"),  # parsed from its text
     ],
 )
 def test_unparseable_completions_get_machine_readable_codes(completion, fmt, code):
@@ -168,3 +170,16 @@ def test_openai_arguments_may_be_an_object_and_json_text_message():
     msg = {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1}}}]}
     assert parse_completion(msg, "openai").calls == [{"name": "f", "arguments": {"a": 1}}]
     assert parse_completion(json.dumps(msg), "openai").calls == [{"name": "f", "arguments": {"a": 1}}]
+
+
+def test_message_without_tool_calls_is_parsed_from_its_text():
+    """A chat message whose tool call is written in its content (Hermes / Python text, as many servers return
+    them) is parsed from that text in auto mode; in explicit openai mode it has zero calls."""
+    from services.rules.parsing import parse_completion
+
+    msg = {"role": "assistant", "content": '<tool_call>{"name": "f", "arguments": {"a": 1}}</tool_call>'}
+    parsed = parse_completion(msg, "auto")
+    assert (parsed.format, parsed.calls) == ("hermes", [{"name": "f", "arguments": {"a": 1}}])
+    assert parse_completion({"role": "assistant", "content": "[g(b='x')]"}).calls == [
+        {"name": "g", "arguments": {"b": "x"}}]
+    assert parse_completion(msg, "openai").calls == []

@@ -93,6 +93,9 @@ class ParseError(Exception):
 def parse_completion(completion: Any, fmt: str = "auto") -> Parsed:
     """Parse ``completion`` (text or an OpenAI assistant message as a dict) in format ``fmt``.
 
+    A message without ``tool_calls`` is parsed from its ``content`` text unless ``fmt`` is ``openai`` (where
+    it has zero calls).
+
     Returns a :class:`Parsed`; never raises for a malformed completion. Raises ``ValueError`` only for an
     unknown ``fmt``.
     """
@@ -100,6 +103,9 @@ def parse_completion(completion: Any, fmt: str = "auto") -> Parsed:
         raise ValueError(f"unknown format {fmt!r}; expected one of {('auto',) + FORMATS}")
     if hasattr(completion, "model_dump"):  # a pydantic AssistantMessage
         completion = completion.model_dump()
+    if (fmt != "openai" and isinstance(completion, dict) and not completion.get("tool_calls")
+            and isinstance(completion.get("content"), str)):
+        completion = completion["content"]  # a chat message whose calls are written in its text (Hermes, ...)
     text = completion if isinstance(completion, str) else _message_text(completion)
     if fmt == "auto":
         fmt = _detect(completion)
