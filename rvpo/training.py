@@ -8,7 +8,7 @@ model:
   path: null                      # a local HF causal-LM dir; null: build a tiny Qwen2 and warm-start it
   hidden_size: 64                 # tiny model only
   num_layers: 2
-  warm_start: {steps: 200, batch_size: 32, lr: 0.003, pairs: 2000}
+  warm_start: {base_steps: 150, noisy_steps: 30, batch_size: 32, lr: 0.003, p_wrong_value: 0.5}
 task:                             # the synthetic BFCL-doc tool-calling task (trainer.tooltask)
   n_functions: 4
   n_train_per_fn: 32
@@ -81,21 +81,32 @@ def _reward_funcs(rewards_cfg: dict[str, Any]):
 
 
 def _model_path(cfg: dict[str, Any], rows: list[dict], functions, out_dir: Path, console: Console) -> str:
+    """The policy: ``model.path``, or a tiny Qwen2 warm-started in two supervised stages as in the
+    constraint-neglect benchmark (clean demonstrations teach the copy skill, then noisy ones set a mixture
+    where the easy channels are mostly right and the argument values often wrong)."""
     model_cfg = cfg.get("model") or {}
     if model_cfg.get("path"):
         return str(model_cfg["path"])
     from trainer.tooltask import sft_pairs, tokenizer_corpus
-    from trainer.warmstart import warm_start
+    from trainer.warmstart import build_base, finetune
 
-    ws = {"steps": 200, "batch_size": 32, "lr": 3e-3, "pairs": 2000, **(model_cfg.get("warm_start") or {})}
+    ws = {"base_steps": 150, "noisy_steps": 30, "batch_size": 32, "lr": 3e-3, "p_wrong_value": 0.5,
+          **(model_cfg.get("warm_start") or {})}
     seed = int((cfg.get("task") or {}).get("seed", 0))
-    with console.status(f"building a tiny Qwen2 and warm-starting it ({ws['steps']} supervised steps) ..."):
-        info = warm_start(out_dir / "warm-start", tokenizer_corpus(functions, rows),
-                          sft_pairs(rows, functions, int(ws["pairs"]), seed), seed=seed,
+    bs = int(ws["batch_size"])
+    with console.status(f"building a tiny Qwen2 and warm-starting it ({ws['base_steps']} + {ws['noisy_steps']} "
+                        "supervised steps) ..."):
+        clean = sft_pairs(rows, functions, int(ws["base_steps"]) * bs, seed, p_wrong_value=0.0)
+        base = build_base(out_dir / "warm-start-base", tokenizer_corpus(functions, rows), clean, seed=seed,
                           hidden_size=int(model_cfg.get("hidden_size", 64)),
-                          num_layers=int(model_cfg.get("num_layers", 2)), steps=int(ws["steps"]),
-                          batch_size=int(ws["batch_size"]), lr=float(ws["lr"]))
-    console.print(f"warm start: final loss {info['losses'][-1]:.3f} in {info['seconds']:.0f} s")
+                          num_layers=int(model_cfg.get("num_layers", 2)), steps=int(ws["base_steps"]),
+                          batch_size=bs, lr=float(ws["lr"]))
+        noisy = sft_pairs(rows, functions, int(ws["noisy_steps"]) * bs, seed + 1,
+                          p_wrong_value=float(ws["p_wrong_value"]))
+        info = finetune(base["path"], out_dir / "warm-start", noisy, seed=seed, steps=int(ws["noisy_steps"]),
+                        batch_size=bs, lr=float(ws["lr"]))
+    console.print(f"warm start: loss {base['losses'][-1]:.3f} (clean) then {info['losses'][-1]:.3f} (noisy), "
+                  f"{base['seconds'] + info['seconds']:.0f} s")
     return info["path"]
 
 
@@ -104,9 +115,16 @@ def run_training(cfg: dict[str, Any], console: Console | None = None) -> dict[st
 
     Raises TrainConfigError for a bad key, RewardClientError when the gateway rejects a batch.
     """
+    import warnings
+
     from datasets import Dataset
+    from transformers import PrinterCallback
+    from transformers.utils import logging as hf_logging
 
     from trainer import RVPOConfig, RVPOTrainer
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    hf_logging.disable_progress_bar()
     from trainer.tooltask import load_functions, make_splits
 
     console = console or Console()
@@ -125,6 +143,7 @@ def run_training(cfg: dict[str, Any], console: Console | None = None) -> dict[st
     dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "tools", "ground_truth", "mode")} for r in rows])
     t0 = time.monotonic()
     trainer = RVPOTrainer(model=model_path, reward_funcs=reward_funcs, args=args, train_dataset=dataset)
+    trainer.remove_callback(PrinterCallback)  # the summary table below replaces the per-step dict dumps
     with console.status(f"RVPO training: {args.max_steps} steps, {args.advantage_method}, "
                         f"k schedule {args.risk_schedule} ..."):
         trainer.train()
@@ -210,7 +229,7 @@ def demo_training(gateway_url: str, out_dir: Path, console: Console | None = Non
     """The demo's short run: a warm-started tiny model, RVPO with k 0.5 -> 2.0, rewards through the gateway."""
     cfg = {
         "output_dir": str(out_dir / "train"),
-        "model": {"hidden_size": 64, "num_layers": 2, "warm_start": {"steps": 150}},
+        "model": {"hidden_size": 64, "num_layers": 2},
         "task": {"n_functions": 4, "n_train_per_fn": 32, "seed": 0},
         "rewards": {"source": "gateway", "gateway_url": gateway_url},
         "trl": {"max_steps": 6},
