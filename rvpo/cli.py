@@ -74,6 +74,10 @@ def up(host: str = "127.0.0.1", gateway_port: int = 8000, judge_port: int = 8001
     table.add_row("redis", stack.env["RVPO_REDIS_URL"])
     table.add_row("worker", f"pid {stack.procs['worker'].pid}")
     console.print(table)
+    ready, detail = stack.judge_ready()
+    if not ready:
+        console.print(f"[yellow]the judge's LLM backend is not reachable yet ({detail}); rubric items will be NaN "
+                      "with a reason until it is (RVPO_JUDGE_BASE_URL)[/yellow]")
     console.print(f"logs in {log_dir}; Ctrl-C stops everything")
     stopping = False
 

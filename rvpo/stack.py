@@ -104,8 +104,9 @@ class Stack:
                 [sys.executable, "-m", "celery", "-A", "services.worker.celery_app:celery_app", "worker",
                  "--loglevel", "WARNING", "--concurrency", str(c.worker_concurrency), "--pool", "prefork"],
                 c.log_dir / "worker.log", self.env)
-            for name in apps:
-                wait_http(self.urls[name] + "/readyz", self.procs[name], c.ready_timeout_s)
+            for name in apps:  # the judge is up once it answers; its LLM backend may come later (see judge_ready)
+                probe = "/livez" if name == "judge" else "/readyz"
+                wait_http(self.urls[name] + probe, self.procs[name], c.ready_timeout_s)
             if self.procs["worker"].popen.poll() is not None:
                 raise StackError(f"the Celery worker exited; see {self.procs['worker'].log}")
         except Exception as exc:
@@ -114,6 +115,16 @@ class Stack:
                 raise
             raise StackError(str(exc)) from exc
         return self
+
+    def judge_ready(self) -> tuple[bool, str]:
+        """Whether the judge's LLM backend answers (its `/readyz`); grading waits for it otherwise."""
+        import httpx
+
+        try:
+            resp = httpx.get(self.urls["judge"] + "/readyz", timeout=10)
+            return resp.status_code == 200, resp.json().get("detail", "")
+        except (httpx.HTTPError, ValueError) as exc:
+            return False, str(exc)
 
     def stop(self) -> None:
         """Stop every process this stack started (SIGTERM, then SIGKILL after 15 s), newest first."""
