@@ -40,18 +40,10 @@ from rvpo.procs import REDIS_URL, unique, uvicorn_server  # noqa: E402
 
 
 def workload(max_examples: int | None) -> list[dict]:
-    """Judge items: every HealthBench sample record with physician completions x (ideal + 4 references)."""
-    items = []
-    for line in (REPO / "data" / "healthbench_sample.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        icd = row.get("ideal_completions_data")
-        if not icd:
-            continue
-        completions = [icd["ideal_completion"], *icd.get("ideal_completions_ref_completions", [])]
-        for k, c in enumerate(completions):
-            items.append({"id": f"{row['prompt_id']}-{k}", "prompt": row["prompt"], "completion": c,
-                          "rubrics": row["rubrics"]})
-    return items[:max_examples] if max_examples else items
+    """Every HealthBench sample record with physician completions x (ideal + references)."""
+    from rvpo.demo_data import healthbench_graded_items
+
+    return healthbench_graded_items(max_examples)
 
 
 async def through_service(url: str, items: list[dict], clients: int, per_request: int) -> float:

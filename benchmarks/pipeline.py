@@ -43,17 +43,10 @@ WORKER = [sys.executable, "-m", "celery", "-A", "services.worker.celery_app:cele
 
 
 def workload(max_items: int | None) -> list[dict]:
-    """Gateway items: every HealthBench sample record with physician completions x (ideal + references)."""
-    items = []
-    for line in (REPO / "data" / "healthbench_sample.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        icd = row.get("ideal_completions_data")
-        if not icd:
-            continue
-        for k, c in enumerate([icd["ideal_completion"], *icd.get("ideal_completions_ref_completions", [])]):
-            items.append({"id": f"{row['prompt_id']}-{k}", "group_id": row["prompt_id"], "prompt": row["prompt"],
-                          "completion": c, "rubrics": row["rubrics"]})
-    return items[:max_items] if max_items else items
+    """Every HealthBench sample record with physician completions x (ideal + references)."""
+    from rvpo.demo_data import healthbench_graded_items
+
+    return healthbench_graded_items(max_items)
 
 
 async def run_jobs(gateway: str, items: list[dict], job_size: int) -> tuple[float, list[str]]:

@@ -98,3 +98,17 @@ def healthbench_demo_records(data_dir: Path = DATA) -> list[dict[str, Any]]:
         out.append({**base, "id": f"{row['prompt_id']}#truncated", "variant": "truncated",
                     "completion": ideal[: max(1, len(ideal) // 3)]})
     return out
+
+
+def healthbench_graded_items(max_items: int | None = None) -> list[dict[str, Any]]:
+    """Judge / gateway items for the throughput benchmarks: every HealthBench row with physician completions,
+    once per completion (the ideal one and each reference), grouped by prompt (evaluation data only)."""
+    items = []
+    for row in read_jsonl(DATA / "healthbench_sample.jsonl"):
+        icd = row.get("ideal_completions_data")
+        if not icd:
+            continue
+        for k, c in enumerate([icd["ideal_completion"], *icd.get("ideal_completions_ref_completions", [])]):
+            items.append({"id": f"{row['prompt_id']}-{k}", "group_id": row["prompt_id"], "prompt": row["prompt"],
+                          "completion": c, "rubrics": row["rubrics"]})
+    return items[:max_items] if max_items else items

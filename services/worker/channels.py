@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
+from services.rules.schemas import CHANNELS
+
 #: Rules-service channels, in the order of docs/contracts.md. The first seven are in [0, 1] (1 = satisfied);
 #: `rules/toolrl_format` is 0/1 and `rules/toolrl_correctness` is in [-3, 3] (ToolRL).
-RULE_CHANNELS: tuple[str, ...] = (
-    "rules/format",
-    "rules/function_name",
-    "rules/required_args",
-    "rules/no_unexpected_args",
-    "rules/arg_types",
-    "rules/arg_values",
-    "rules/call_count",
-    "rules/toolrl_format",
-    "rules/toolrl_correctness",
-)
+RULE_CHANNELS: tuple[str, ...] = CHANNELS
 
 #: Reward sources: one Celery task per item per source.
 JUDGE, RULES = "judge", "rules"
