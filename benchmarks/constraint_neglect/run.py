@@ -12,6 +12,7 @@ one torch thread each (deterministic per run whatever the load).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -29,6 +30,7 @@ import typer
 
 HERE = Path(__file__).resolve().parent
 ALL_METHODS = ["grpo", "gdpo", "rvpo_k1", "rvpo_linear", "variance_penalty", "min"]
+BOTTLENECK_NAME = "rules/arg_values"
 
 
 @dataclass(frozen=True)
@@ -189,34 +191,98 @@ def run(cfg: Config, out_dir: Path, markdown: Path | None, work_dir: Path | None
             log(f"{m:>16} seed {s}: {r['seconds']:.0f}s, bottleneck {r['evals'][0]['bottleneck_pass']:.3f} -> "
                 f"{last['bottleneck_pass']:.3f}, all {last['pass/all']:.3f}")
             runs.append(r)
-    summary = analysis.summarize_runs(runs, list(cfg.methods))
-    analysis.plot_curves(runs, list(cfg.methods), out_dir / "curves.png",
+    meta = {"command": command, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "wall_minutes_training": (time.perf_counter() - t0) / 60, "workers": cfg.workers,
+            "threads": cfg.threads, "seeds": list(cfg.seeds), "methods": list(cfg.methods), "steps": cfg.rl_steps,
+            "eval_every": cfg.eval_every, "n_eval_prompts": len(evaluation), "n_train_prompts": len(train),
+            "eval_samples": cfg.eval_samples, "num_generations": cfg.num_generations, "config": asdict(cfg),
+            "base": base, "warm_starts": warm}
+    (work / "meta.json").write_text(json.dumps(meta))
+    result = write_outputs(runs, meta, out_dir, markdown)
+    meta["wall_minutes"] = (time.perf_counter() - t0) / 60
+    _rewrite_meta(out_dir, markdown, meta, result)
+    return {"meta": {k: v for k, v in meta.items() if k != "config"}, "summary": _headline(result["summary"])}
+
+
+def write_outputs(runs: list[dict], meta: dict, out_dir: Path, markdown: Path | None) -> dict[str, Any]:
+    """Analysis of finished runs: results.json (compact), curves.png, reward_matrices.npz, taylor.json/png and
+    RESULTS.md. Returns {"summary", "taylor", "mass"}."""
+    import numpy as np
+
+    from benchmarks.constraint_neglect import advantage_mass, analysis, taylor
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    methods = [m for m in meta["methods"] if any(r["method"] == m for r in runs)]
+    summary = analysis.summarize_runs(runs, methods)
+    analysis.plot_curves(runs, methods, out_dir / "curves.png",
                          title="held-out pass rate per channel (mean over seeds, band = min..max)")
     batches, names = [], []
     for r in runs:
-        if r["reward_batches"]:
-            arr = np.array([b["rewards"] for b in r["reward_batches"]], dtype=np.float32)
+        if r.get("reward_batches"):
+            batches.append(np.array([b["rewards"] for b in r["reward_batches"]], dtype=np.float32))
             names.append(f"{r['method']}_seed{r['seed']}")
-            batches.append(arr)
-    study = None
+    study = mass = None
     if batches:
         np.savez_compressed(out_dir / "reward_matrices.npz", **dict(zip(names, batches)))
-        ks = [float(k) for k in np.round(np.logspace(-3, 1, 13), 6)] + [0.1, 0.5, 1.0, 2.0, 5.0]
-        ks = sorted(set(ks))
-        study = taylor.study([b for arr in batches for b in arr], cfg.num_generations, runs[0]["channels"], ks)
+        flat = [b for arr in batches for b in arr]
+        ks = sorted({float(k) for k in np.round(np.logspace(-3, 1, 13), 6)} | {0.1, 0.5, 1.0, 2.0, 5.0})
+        study = taylor.study(flat, meta["num_generations"], runs[0]["channels"], ks)
         (out_dir / "taylor.json").write_text(json.dumps(study, indent=1))
         taylor.plot(study, out_dir / "taylor.png")
-    wall = time.perf_counter() - t0
-    meta = {"command": command, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "wall_minutes": wall / 60, "workers": cfg.workers, "threads": cfg.threads, "seeds": list(cfg.seeds),
-            "steps": cfg.rl_steps, "eval_every": cfg.eval_every, "n_eval_prompts": len(evaluation),
-            "n_train_prompts": len(train), "eval_samples": cfg.eval_samples, "config": asdict(cfg),
-            "base": base, "warm_starts": warm}
-    slim = [{k: v for k, v in r.items() if k != "reward_batches"} for r in runs]
-    (out_dir / "results.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": slim}, indent=1))
+        mass = advantage_mass.study(flat, meta["num_generations"], runs[0]["channels"].index(BOTTLENECK_NAME))
+        (out_dir / "advantage_mass.json").write_text(json.dumps(mass, indent=1))
+    result = {"summary": summary, "taylor": study, "mass": mass}
+    _rewrite_meta(out_dir, markdown, meta, result, runs)
+    return result
+
+
+def _rewrite_meta(out_dir: Path, markdown: Path | None, meta: dict, result: dict, runs: list[dict] | None = None):
+    from benchmarks.constraint_neglect import analysis
+
+    path = out_dir / "results.json"
+    if runs is None:
+        runs = json.loads(path.read_text())["runs"]
+    else:
+        runs = [_compact(r) for r in runs]
+    path.write_text(json.dumps(_round({"meta": meta, "summary": result["summary"], "runs": runs})))
     if markdown is not None:
-        markdown.write_text(analysis.results_markdown(summary, meta, study))
-    return {"meta": {k: v for k, v in meta.items() if k != "config"}, "summary": _headline(summary)}
+        markdown.write_text(analysis.results_markdown(result["summary"], meta, result["taylor"], result["mass"]))
+
+
+def _compact(run: dict) -> dict:
+    """A run without its reward matrices (saved in the npz: every per-channel training reward is there), its TRL
+    log as columns of the scalars the matrices do not give."""
+    log = run["train_log"]
+    keys = [k for k in ("step", "loss", "entropy", "completions/mean_length", "rvpo/risk", "rvpo/advantage_std",
+                        "rvpo/bottleneck_reward", "rvpo/disagreement") if any(k in row for row in log)]
+    columns = {k: [row.get(k) for row in log] for k in keys}
+    return {**{k: v for k, v in run.items() if k not in ("reward_batches", "train_log")}, "train_log": columns}
+
+
+def _round(obj, digits: int = 5):
+    if isinstance(obj, float):
+        return obj if not math.isfinite(obj) else float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {k: _round(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_round(v, digits) for v in obj]
+    return obj
+
+
+def reanalyze(work_dir: Path, out_dir: Path, markdown: Path | None) -> dict[str, Any]:
+    """Rebuild every output from the per-run JSON files a finished run left in `work_dir` (no training); the meta
+    (configuration, warm-start scores, wall time) comes from `work_dir/meta.json`, else from the existing
+    `out_dir/results.json`. Raises FileNotFoundError when neither exists."""
+    meta_path = work_dir / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else \
+        json.loads((out_dir / "results.json").read_text())["meta"]
+    meta.setdefault("methods", meta.get("config", {}).get("methods", ALL_METHODS))
+    meta.setdefault("num_generations", meta.get("config", {}).get("num_generations", 8))
+    order = {m: i for i, m in enumerate(meta["methods"])}
+    runs = [json.loads(p.read_text()) for p in sorted((work_dir / "runs").glob("*_seed*.json"))]
+    runs.sort(key=lambda r: (r["seed"], order.get(r["method"], 99)))
+    result = write_outputs(runs, meta, out_dir, markdown)
+    return {"meta": {k: v for k, v in meta.items() if k != "config"}, "summary": _headline(result["summary"])}
 
 
 def _headline(summary: dict) -> dict:
@@ -266,6 +332,8 @@ def main(
     seeds: str | None = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
     methods: str | None = typer.Option(None, help=f"Comma-separated subset of {','.join(ALL_METHODS)}."),
     steps: int | None = typer.Option(None, help="RL steps per run (overrides the preset)."),
+    reanalyze_dir: Path | None = typer.Option(None, "--reanalyze", help="Only rebuild the outputs from the "
+                                               "per-run files of a finished run's --work-dir (no training)."),
 ) -> None:
     """Run the benchmark and print the headline JSON."""
     cfg = QUICK if quick else Config()
@@ -286,6 +354,11 @@ def main(
         out = out or HERE / "results"
         markdown = markdown or HERE / "RESULTS.md"
     command = "python -m benchmarks.constraint_neglect.run" + (" --quick" if quick else "")
+    if reanalyze_dir is not None:
+        result = reanalyze(reanalyze_dir, out, markdown)
+        result["out"] = str(out)
+        print(json.dumps(result, indent=1, default=float))
+        return
     result = run(cfg, out, markdown, work_dir, command=command, log=lambda s: print(s, file=sys.stderr, flush=True))
     result["out"] = str(out)
     print(json.dumps(result, indent=1, default=float))
