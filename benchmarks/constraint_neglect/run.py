@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,6 @@ class Config:
     record_rewards: bool = True
     workers: int = 2
     threads: int = 1
-    extra: dict = field(default_factory=dict)
 
 
 QUICK = Config(seeds=(0,), methods=("gdpo", "rvpo_k1"), n_train_per_fn=4, n_eval_per_fn=1, hidden_size=32,
@@ -161,10 +160,6 @@ def run(cfg: Config, out_dir: Path, markdown: Path | None, work_dir: Path | None
         command: str = "python -m benchmarks.constraint_neglect.run", log=print) -> dict[str, Any]:
     """Run the whole benchmark with `cfg`; write results.json, curves.png, taylor.json/png, reward_matrices.npz
     into `out_dir` and RESULTS.md to `markdown` (when given). Returns the summary dict."""
-    import numpy as np
-
-    from benchmarks.constraint_neglect import analysis, taylor
-
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(work_dir or tempfile.mkdtemp(prefix="constraint_neglect_"))
