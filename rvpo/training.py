@@ -45,6 +45,7 @@ TRL_DEFAULTS: dict[str, Any] = {
     "max_steps": 8, "per_device_train_batch_size": 16, "num_generations": 8, "max_completion_length": 48,
     "learning_rate": 5e-4, "logging_steps": 1, "save_strategy": "no", "report_to": "none", "use_cpu": True,
     "temperature": 1.0, "beta": 0.0, "seed": 0, "disable_tqdm": True,
+    "pass_threshold": 1 - 1e-6,  # a rules channel passes only when fully satisfied (they give partial credit)
 }
 
 

@@ -23,7 +23,8 @@ def rvpo_metrics(rewards: torch.Tensor, num_generations: int, risk: float, names
     - `rvpo/pass_rate/<name>`: share of the completions where the channel exists whose reward > pass_threshold
       (NaN when it exists nowhere). Note: for a negative-points rubric item the best outcome is 0, not > 0.
     - `rvpo/softmin_share/<name>`: share of scored completions whose SoftMin (at k) the channel dominates, i.e.
-      has the largest SoftMin weight `p_j = w~_j exp(-k Z_j) / sum_i ...` (= dS/dZ_j); ties split equally.
+      holds more than half of the SoftMin weight `p_j = w~_j exp(-k Z_j) / sum_i ...` (= dS/dZ_j). (The channel
+      with the *largest* weight is always the lowest z-score whatever k; the majority share grows with k.)
     The per-channel mean (NaN excluded) is TRL's own `rewards/<name>/mean`.
     """
     r = rewards.float()
@@ -47,8 +48,7 @@ def rvpo_metrics(rewards: torch.Tensor, num_generations: int, risk: float, names
     mean = (wt * z_s).sum(dim=1, keepdim=True)
     var = (wt * (z_s - mean).square()).sum(dim=1)
     out["rvpo/disagreement"] = var.mean().item() if var.numel() else float("nan")
-    top = torch.isclose(p_s, p_s.amax(dim=1, keepdim=True), rtol=1e-6, atol=0.0) & (p_s > 0)
-    share = (top / top.sum(dim=1, keepdim=True)).mean(dim=0) if p_s.shape[0] else torch.full((k,), float("nan"))
+    share = (p_s > 0.5).float().mean(dim=0) if p_s.shape[0] else torch.full((k,), float("nan"))
     present = ~torch.isnan(r)
     passed = ((r > pass_threshold) & present).sum(dim=0) / present.sum(dim=0)
     for j, name in enumerate(names):

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.constraint_neglect.task import BOTTLENECK, CHANNELS
+from trainer.tooltask import BOTTLENECK, CHANNELS
 
 
 @torch.no_grad()
