@@ -9,10 +9,13 @@ STAMP  := $(VENV)/.installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, pinned to the CPU wheel on disk; otherwise pip resolves a multi-GB CUDA build.
+# torch first, pinned: on the project's CI machines a CPU wheel of 2.13.0 lies on disk (pip's find-links).
+# Elsewhere plain PyPI serves a multi-GB CUDA build for Linux; for the CPU build there, run
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

@@ -9,6 +9,7 @@ through the gateway; 5. stops everything. Writes ``report.json`` and ``rewards.p
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import time
@@ -86,10 +87,21 @@ def run_demo(out_dir: Path, console: Console | None = None) -> bool:
             stack.stop()
         report["stages"]["5 stop"] = {"status": "ok"}
         report["seconds"] = round(time.time() - report.pop("started"), 1)
-        (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        (out_dir / "report.json").write_text(json.dumps(_strict(report), indent=2, default=str, allow_nan=False))
     console.print(f"report: {out_dir / 'report.json'}  ({'all stages ok' if ok else 'FAILED'}, "
                   f"{report['seconds']} s)")
     return ok
+
+
+def _strict(obj: Any) -> Any:
+    """The report with every NaN / inf float as null (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
 
 
 def _exit_on_sigterm(signum, frame):
@@ -100,7 +112,11 @@ def _start(stack: Stack, console: Console) -> dict:
     with console.status("starting redis, rules, judge, gateway and a Celery worker ..."):
         stack.start()
     console.print(stack.urls)
-    return {"urls": stack.urls, "redis": stack.env["RVPO_REDIS_URL"]}
+    ready, detail = stack.judge_ready()
+    if not ready:
+        console.print(f"[yellow]the judge's LLM backend does not answer ({detail}): its verdicts will be null "
+                      "and the HealthBench stage will fail[/yellow]")
+    return {"urls": stack.urls, "redis": stack.env["RVPO_REDIS_URL"], "judge_backend_ready": ready}
 
 
 def _score(records: list[dict], gateway: str, console: Console, label: str) -> list[dict]:
@@ -135,6 +151,12 @@ def _grade_healthbench(gateway: str, out_dir: Path, console: Console, judge_labe
     summary = healthbench_summary(scored)
     print_summary(console, "healthbench", summary)
     console.print(f"(judge backend: {judge_label})")
+    nulls = sum(s["null_verdicts"] for s in summary.values())
+    total = sum(s["verdicts"] for s in summary.values())
+    if nulls * 2 > total:  # a null verdict is never "not met": with most of them null there is no score
+        reasons = sorted({reason.split(":")[0] for row in scored for reason in row["result"]["reasons"].values()})
+        raise RuntimeError(f"{nulls} of {total} verdicts are null ({', '.join(reasons)}): the judge could not "
+                           "grade; check RVPO_JUDGE_BASE_URL / RVPO_JUDGE_MODEL / RVPO_JUDGE_API_KEY")
     return {variant: {k: s[k] for k in ("score", "score_bootstrap_std", "n_samples", "null_verdicts", "verdicts")}
             for variant, s in summary.items()}
 

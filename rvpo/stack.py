@@ -35,7 +35,7 @@ class StackConfig:
     gateway_port: int = 8000
     judge_port: int = 8001
     rules_port: int = 8002
-    worker_concurrency: int = 4
+    worker_concurrency: int = field(default_factory=lambda: int(os.environ.get("RVPO_WORKER_CONCURRENCY", "4")))
     log_dir: Path = Path("runs/stack-logs")
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 120.0

@@ -43,7 +43,7 @@ DEFAULT_CHANNELS = ["rules/format", "rules/function_name", "rules/required_args"
 TRL_DEFAULTS: dict[str, Any] = {
     "advantage_method": "rvpo", "risk_schedule": "linear", "risk_start": 0.5, "risk_end": 2.0,
     "max_steps": 8, "per_device_train_batch_size": 16, "num_generations": 8, "max_completion_length": 48,
-    "learning_rate": 5e-4, "logging_steps": 1, "save_strategy": "no", "report_to": "none", "use_cpu": True,
+    "learning_rate": 5e-4, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
     "temperature": 1.0, "beta": 0.0, "seed": 0, "disable_tqdm": True,
     "pass_threshold": 1 - 1e-6,  # a rules channel passes only when fully satisfied (they give partial credit)
 }
@@ -136,7 +136,10 @@ def run_training(cfg: dict[str, Any], console: Console | None = None) -> dict[st
     rows, _ = make_splits(functions, int(task.get("n_train_per_fn", 32)), 0, seed=int(task.get("seed", 0)))
     model_path = _model_path(cfg, rows, functions, out_dir, console)
     reward_funcs, client = _reward_funcs(cfg.get("rewards") or {})
-    trl_kwargs = {**TRL_DEFAULTS, **(cfg.get("trl") or {}), "output_dir": str(out_dir / "trainer")}
+    import torch
+
+    trl_kwargs = {**TRL_DEFAULTS, "use_cpu": not torch.cuda.is_available(), **(cfg.get("trl") or {}),
+                  "output_dir": str(out_dir / "trainer")}
     try:
         args = RVPOConfig(**trl_kwargs)
     except TypeError as exc:

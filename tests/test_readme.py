@@ -31,3 +31,8 @@ def test_the_two_setup_commands_exist_in_the_makefile():
     for target in ("demo", "test"):
         assert f"make {target}" in README and re.search(rf"^{target}:", makefile, re.M)
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+def test_no_unfilled_placeholders():
+    placeholders = re.findall(r"^[A-Z][A-Z_]{4,}$", README, re.M)
+    assert not placeholders, f"README still has placeholders {placeholders}"
