@@ -71,7 +71,8 @@ def up(host: str = "127.0.0.1", gateway_port: int = 8000, judge_port: int = 8001
     table.add_column("url / pid")
     for name, url in stack.urls.items():
         table.add_row(name, url)
-    table.add_row("redis", stack.env["RVPO_REDIS_URL"])
+    own = " (a private redis-server: none answered at RVPO_REDIS_URL)" if "redis" in stack.procs else ""
+    table.add_row("redis", stack.env["RVPO_REDIS_URL"] + own)
     table.add_row("worker", f"pid {stack.procs['worker'].pid}")
     console.print(table)
     ready, detail = stack.judge_ready()
