@@ -34,8 +34,8 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from judge import prompt  # noqa: E402
 from judge.backends.openai_compat import ClientPool  # noqa: E402
+from benchmarks.grader_calls import grader_bodies, naive  # noqa: E402
 from rvpo.procs import REDIS_URL, unique, uvicorn_server  # noqa: E402
 
 
@@ -65,16 +65,6 @@ async def through_service(url: str, items: list[dict], clients: int, per_request
         return time.perf_counter() - t0
 
 
-def grader_bodies(items: list[dict]) -> list[dict]:
-    bodies = []
-    for it in items:
-        conv = prompt.render_conversation(it["prompt"], it["completion"], prompt.new_nonce())
-        for r in it["rubrics"]:
-            bodies.append({"model": "fake-judge", "temperature": 0.0, "max_tokens": 1024,
-                           "messages": prompt.grader_messages(conv, r["criterion"], r["points"])})
-    return bodies
-
-
 async def direct_asyncio(base: str, bodies: list[dict], concurrency: int) -> float:
     """All calls at once through ``concurrency`` single-connection httpx clients (no service, no batching)."""
     pool = ClientPool(concurrency, lambda: httpx.AsyncClient(base_url=base, timeout=60,
@@ -89,14 +79,6 @@ async def direct_asyncio(base: str, bodies: list[dict], concurrency: int) -> flo
     elapsed = time.perf_counter() - t0
     await pool.aclose()
     return elapsed
-
-
-def naive(base: str, bodies: list[dict]) -> float:
-    with httpx.Client(base_url=base, timeout=60) as client:
-        t0 = time.perf_counter()
-        for b in bodies:
-            client.post("/v1/chat/completions", json=b).raise_for_status()
-        return time.perf_counter() - t0
 
 
 def cpu_seconds(pid: int) -> float:

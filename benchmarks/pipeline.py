@@ -35,7 +35,7 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from judge import prompt  # noqa: E402
+from benchmarks.grader_calls import grader_bodies, naive  # noqa: E402
 from rvpo.procs import REDIS_URL, free_port, start_process, unique, uvicorn_args, wait_http  # noqa: E402
 
 WORKER = [sys.executable, "-m", "celery", "-A", "services.worker.celery_app:celery_app", "worker",
@@ -69,27 +69,6 @@ async def run_jobs(gateway: str, items: list[dict], job_size: int) -> tuple[floa
         bad = [it["reasons"] for it in job["items"] if any(v is None for v in it["channels"].values())]
         assert not bad, bad[:2]
     return elapsed, [j["status"] for j in jobs]
-
-
-def grader_bodies(items: list[dict], n_calls: int | None = None) -> list[dict]:
-    """The backend requests the judge makes for ``items`` (first ``n_calls`` of them)."""
-    bodies = []
-    for it in items:
-        conv = prompt.render_conversation(it["prompt"], it["completion"], prompt.new_nonce())
-        for r in it["rubrics"]:
-            bodies.append({"model": "fake-judge", "temperature": 0.0, "max_tokens": 1024,
-                           "messages": prompt.grader_messages(conv, r["criterion"], r["points"])})
-    return bodies[:n_calls] if n_calls else bodies
-
-
-def naive(base: str, items: list[dict], n_calls: int) -> float:
-    """Seconds for ``n_calls`` grader calls made one after the other straight to the backend."""
-    bodies = grader_bodies(items, n_calls)
-    with httpx.Client(base_url=base, timeout=60) as client:
-        t0 = time.perf_counter()
-        for b in bodies:
-            client.post("/v1/chat/completions", json=b).raise_for_status()
-        return time.perf_counter() - t0
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -155,7 +134,7 @@ def main() -> None:
         t_second, statuses_second = asyncio.run(run_jobs(urls["gateway"], items, a.job_size))
         cpu2 = {n: group_cpu_seconds(p.pid) for n, p in procs.items()}
         stats_second = httpx.get(urls["fake"] + "/stats").json()
-        t_naive = naive(urls["fake"], items, a.naive_calls)
+        t_naive = naive(urls["fake"], grader_bodies(items, a.naive_calls))
     finally:
         for p in reversed(list(procs.values())):
             p.stop()
