@@ -29,6 +29,7 @@ import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from services.worker.channels import RULE_CHANNELS, rubric_channels
+from trainer.rewards import completion_payload
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +56,6 @@ def _load(value: Any) -> Any:
         except json.JSONDecodeError:
             return value
     return value
-
-
-def _completion(value: Any) -> str | dict:
-    """TRL completion -> gateway completion: a string stays a string; of a conversational completion the last
-    message is sent as a message when it carries ``tool_calls``, else as its text (so the rules service parses
-    tool calls written in the text: python, hermes or ToolRL tags)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        msg = value
-    elif isinstance(value, Sequence) and value:
-        msg = value[-1]
-    else:
-        return ""
-    content = msg.get("content")
-    if isinstance(content, list):  # multimodal content parts: keep the text
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    if not msg.get("tool_calls"):
-        return content or ""
-    return {"role": msg.get("role", "assistant"), "content": content, "tool_calls": msg["tool_calls"]}
 
 
 def _prompt(value: Any) -> str | list[dict]:
@@ -174,7 +155,7 @@ class RemoteRewardClient:
                 continue
             p = _prompt(prompt)
             item = {"id": str(i), "group_id": hashlib.sha1(json.dumps(p, sort_keys=True).encode()).hexdigest()[:16],
-                    "prompt": p, "completion": _completion(completion)}
+                    "prompt": p, "completion": completion_payload(completion)}
             if row.get("rubrics"):
                 if len(row["rubrics"]) > self.rubric_slots:
                     log.warning("row %d has %d rubric criteria but rubric_slots=%d: the extra ones are dropped",
