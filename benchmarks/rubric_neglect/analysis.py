@@ -189,6 +189,7 @@ def lone_outlier_table(num_generations: int = 16) -> list[dict[str, Any]]:
             r[0, 0] = value
             row = {"M": m, "case": kind}
             for name, kw in (("gdpo_mean", {"method": "gdpo_mean"}), ("rvpo k=0.5", {"method": "rvpo", "risk": 0.5}),
+                             ("rvpo k=1", {"method": "rvpo", "risk": 1.0}),
                              ("rvpo k=2", {"method": "rvpo", "risk": 2.0}), ("rvpo k=5", {"method": "rvpo", "risk": 5.0}),
                              ("rvpo k=2 drop-constant", {"method": "rvpo", "risk": 2.0,
                                                           "drop_constant_channels": True})):

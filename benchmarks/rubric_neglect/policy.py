@@ -24,10 +24,10 @@ VOCAB_SIZE = 1024  # enough merges for every task word to be one token
 CLEAN = task.Mixture(p_hack=0.0, p_start=1.0, p_mention=1.0, p_rare=1.0, p_avoid=0.0, p_long=0.0, p_marker=1.0)
 ARMS: dict[str, task.Mixture] = {
     # bottleneck (rare word) mostly met, to be protected while the rest improves
-    "protect": task.Mixture(p_hack=0.08, p_start=0.9, p_mention=0.95, p_rare=0.95, p_avoid=0.15, p_long=0.1,
+    "protect": task.Mixture(p_hack=0.08, p_start=0.9, p_mention=0.95, p_rare=0.9, p_avoid=0.15, p_long=0.1,
                             p_marker=0.95),
     # bottleneck rare, to be learned from rare successes; everything else as in protect
-    "learn": task.Mixture(p_hack=0.08, p_start=0.9, p_mention=0.95, p_rare=0.3, p_avoid=0.15, p_long=0.1,
+    "learn": task.Mixture(p_hack=0.08, p_start=0.9, p_mention=0.95, p_rare=0.2, p_avoid=0.15, p_long=0.1,
                           p_marker=0.95),
 }
 # Pre-registered warm-start rates on the held-out evaluation (sampled at temperature 1, fixed seed), fixed before

@@ -32,7 +32,9 @@ def results_markdown(result: dict[str, Any]) -> str:
         f"{meta['load_avg_start'][0]:.2f} at the start, {meta['load_avg_end'][0]:.2f} (1 min) / "
         f"{meta['load_avg_end'][1]:.2f} (5 min) / {meta['load_avg_end'][2]:.2f} (15 min) at the end. Design: "
         "[README.md](README.md).", "",
-        f"Seeds {list(cfg['seeds'])}; G = {cfg['num_generations']}, {cfg['prompts_per_step']} prompts per step, "
+        f"Seeds used (the first {cfg.get('n_usable') or len(cfg['seeds'])} on-target warm starts per arm among the "
+        f"candidates {list(cfg['seeds'])}, drawn in order): {meta.get('seeds_used', 'n/a')}; "
+        f"G = {cfg['num_generations']}, {cfg['prompts_per_step']} prompts per step, "
         f"{cfg['rl_steps']} RL steps, lr {cfg['rl_lr']}; held-out evaluation every {cfg['eval_every']} steps on "
         f"{cfg['n_eval_rows']} prompts x {cfg['eval_samples']} samples (temperature 1, sampling seed "
         f"{cfg['eval_seed']}). True score = HealthBench formula with the strict judge; proxy = the same with the "
@@ -50,7 +52,7 @@ def results_markdown(result: dict[str, Any]) -> str:
                      f"{cell['mention_pass']} | {h['true_score']:.3f} | {h['hack_rate']:.3f} | "
                      f"{'yes' if w['check']['ok'] else 'NO'} |")
     excl = meta.get("excluded_warm_starts") or []
-    lines += ["", f"Warm starts left out of every comparison (off target): {excl or 'none'}"
+    lines += ["", f"Warm starts off target (left out of every comparison): {excl or 'none'}"
               f"{'' if cfg['enforce_targets'] else ' (targets not enforced in this run)'}.", ""]
     for arm, rows in summary.items():
         lines += [f"## Arm `{arm}`: held-out metrics at the last evaluation (mean ± std over seeds)", "",

@@ -17,7 +17,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ if __package__ in (None, ""):  # `python benchmarks/rubric_neglect/run.py`
 
 import typer
 
+from benchmarks.procpool import make_pool, setup_worker
 from benchmarks.rubric_neglect.train import METHOD_SPECS
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +39,8 @@ ALL_ARMS = ["protect", "learn"]
 class Config:
     """Every knob of the experiment (the full-run defaults are the fixed design; see README.md)."""
 
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)
+    seeds: tuple[int, ...] = tuple(range(12))  # candidates, drawn in order (see n_usable)
+    n_usable: int = 8  # warm starts on target per arm that enter the comparison (0: every seed)
     arms: tuple[str, ...] = tuple(ALL_ARMS)
     methods: tuple[str, ...] = tuple(ALL_METHODS)
     n_sft_rows: int = 20_000
@@ -67,20 +68,9 @@ class Config:
     threads: int = 1
 
 
-QUICK = Config(seeds=(0,), methods=("grpo", "gdpo_mean", "rvpo", "rvpo_dropconst"), n_sft_rows=256, n_rl_rows=32,
+QUICK = Config(seeds=(0,), n_usable=1, methods=("grpo", "gdpo_mean", "rvpo", "rvpo_dropconst"), n_sft_rows=256, n_rl_rows=32,
                n_eval_rows=8, hidden_size=32, base_steps=20, warm_steps=5, sft_batch_size=16, warm_batch_size=16, rl_steps=2,
                prompts_per_step=1, eval_every=1, eval_samples=2, enforce_targets=False, workers=1)
-
-
-def _setup_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def splits(cfg: Config) -> tuple[list[dict], list[dict], list[dict]]:
@@ -93,7 +83,7 @@ def splits(cfg: Config) -> tuple[list[dict], list[dict], list[dict]]:
 
 
 def _base_job(cfg: Config, seed: int, work: str) -> dict:
-    _setup_worker(cfg.threads)
+    setup_worker(cfg.threads)
     from benchmarks.rubric_neglect.policy import build_base
 
     sft, _, _ = splits(cfg)
@@ -103,7 +93,7 @@ def _base_job(cfg: Config, seed: int, work: str) -> dict:
 
 
 def _warm_job(cfg: Config, seed: int, arm: str, base_dir: str, work: str) -> dict:
-    _setup_worker(cfg.threads)
+    setup_worker(cfg.threads)
     from transformers import AutoTokenizer, Qwen2ForCausalLM
 
     from benchmarks.rubric_neglect.evaluate import evaluate
@@ -120,7 +110,7 @@ def _warm_job(cfg: Config, seed: int, arm: str, base_dir: str, work: str) -> dic
 
 
 def _rl_job(cfg: Config, arm: str, method: str, seed: int, warm_dir: str, work: str) -> dict:
-    _setup_worker(cfg.threads)
+    setup_worker(cfg.threads)
     from benchmarks.rubric_neglect.train import rl_run
 
     _, rl_rows, evaluation = splits(cfg)
@@ -134,31 +124,6 @@ def _rl_job(cfg: Config, arm: str, method: str, seed: int, warm_dir: str, work: 
     return res
 
 
-class _InlineExecutor:
-    """Runs each job at submit time in this process (workers = 1: no start-up cost of a spawned process)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-
-        f: Future = Future()
-        f.set_result(fn(*args))
-        return f
-
-
-def _pool(workers: int):
-    import multiprocessing
-
-    if workers <= 1:
-        return _InlineExecutor()
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-
-
 def run(cfg: Config, out_dir: Path, markdown: Path | None, work_dir: Path | None = None,
         command: str = "python -m benchmarks.rubric_neglect.run", log=print) -> dict[str, Any]:
     """Run the whole benchmark with `cfg`; outputs into `out_dir` (and RESULTS.md at `markdown` when given).
@@ -170,21 +135,41 @@ def run(cfg: Config, out_dir: Path, markdown: Path | None, work_dir: Path | None
     work = Path(work_dir or tempfile.mkdtemp(prefix="rubric_neglect_"))
     (work / "runs").mkdir(parents=True, exist_ok=True)
     log(f"work dir {work}; load average {load0[0]:.2f}")
-    with _pool(cfg.workers) as pool:
-        bases = {s: pool.submit(_base_job, cfg, s, str(work)) for s in cfg.seeds}
-        bases = {s: f.result() for s, f in bases.items()}
-        for s, b in bases.items():
-            log(f"base seed {s}: {b['seconds']:.0f}s, loss {b['final_loss']:.3f}")
-        t_base = time.perf_counter()
-        warm = {(a, s): pool.submit(_warm_job, cfg, s, a, bases[s]["path"], str(work))
-                for s in cfg.seeds for a in cfg.arms}
-        warm = {k: f.result() for k, f in warm.items()}
-        for (a, s), w in warm.items():
-            checks = ", ".join(f"{m} {c['measured']:.3f} (target {c['target']:.2f})"
-                               for m, c in w["check"]["checks"].items())
-            log(f"warm {a} seed {s}: {w['seconds']:.0f}s, {'ON' if w['check']['ok'] else 'OFF'} target: {checks}")
+    n_usable = cfg.n_usable or len(cfg.seeds)
+    bases: dict[int, dict] = {}
+    warm: dict[tuple[str, int], dict] = {}
+    usable: dict[str, list[int]] = {a: [] for a in cfg.arms}
+    seconds = {"bases": 0.0, "warm_starts": 0.0}
+    with make_pool(cfg.workers) as pool:
+        # Seeds are drawn in order until every arm has n_usable warm starts on target (or the candidates run out):
+        # the rule looks at the warm-start checks only, never at an RL outcome.
+        taken = 0
+        while taken < len(cfg.seeds) and any(len(u) < n_usable for u in usable.values()):
+            need = max(n_usable - len(u) for u in usable.values())
+            batch = list(cfg.seeds[taken:taken + need])
+            taken += len(batch)
+            t = time.perf_counter()
+            futures = {s: pool.submit(_base_job, cfg, s, str(work)) for s in batch}
+            for s, f in futures.items():
+                bases[s] = f.result()
+                log(f"base seed {s}: {bases[s]['seconds']:.0f}s, loss {bases[s]['final_loss']:.3f}")
+            seconds["bases"] += time.perf_counter() - t
+            t = time.perf_counter()
+            arms = [a for a in cfg.arms if len(usable[a]) < n_usable]
+            futures = {(a, s): pool.submit(_warm_job, cfg, s, a, bases[s]["path"], str(work))
+                       for s in batch for a in arms}
+            for (a, s), f in futures.items():
+                w = warm[(a, s)] = f.result()
+                checks = ", ".join(f"{m} {c['measured']:.3f} (target {c['target']:.2f})"
+                                   for m, c in w["check"]["checks"].items())
+                log(f"warm {a} seed {s}: {w['seconds']:.0f}s, {'ON' if w['check']['ok'] else 'OFF'} target: "
+                    f"{checks}")
+                if (w["check"]["ok"] or not cfg.enforce_targets) and len(usable[a]) < n_usable:
+                    usable[a].append(s)
+            seconds["warm_starts"] += time.perf_counter() - t
         t_warm = time.perf_counter()
-        usable = [(a, s) for (a, s), w in warm.items() if w["check"]["ok"] or not cfg.enforce_targets]
+        log(f"seeds used: {usable}")
+        usable = [(a, s) for a in cfg.arms for s in usable[a]]
         jobs = [(a, m, s) for a, s in usable for m in cfg.methods]
         futures = {j: pool.submit(_rl_job, cfg, *j, warm[(j[0], j[2])]["path"], str(work)) for j in jobs}
         runs = []
@@ -197,9 +182,11 @@ def run(cfg: Config, out_dir: Path, markdown: Path | None, work_dir: Path | None
     t_rl = time.perf_counter()
     meta = {"command": command, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "config": asdict(cfg), "load_avg_start": list(load0), "load_avg_end": list(os.getloadavg()),
-            "minutes": {"bases": (t_base - t0) / 60, "warm_starts": (t_warm - t_base) / 60, "rl": (t_rl - t_warm) / 60},
+            "minutes": {"bases": seconds["bases"] / 60, "warm_starts": seconds["warm_starts"] / 60,
+                        "rl": (t_rl - t_warm) / 60},
             "bases": bases, "warm_starts": [dict(w) for w in warm.values()],
-            "excluded_warm_starts": [[a, s] for (a, s) in warm if (a, s) not in usable]}
+            "seeds_used": {a: [s for b, s in usable if b == a] for a in cfg.arms},
+            "excluded_warm_starts": [[a, s] for (a, s), w in warm.items() if not w["check"]["ok"]]}
     (work / "meta.json").write_text(json.dumps(meta, default=float))
     result = analysis.write_outputs(runs, meta, out_dir, markdown, t_start=t0)
     (work / "meta.json").write_text(json.dumps(meta, default=float))  # now with the total wall time
@@ -227,7 +214,10 @@ def main(
     markdown: Path | None = typer.Option(None, help="RESULTS.md path (default: RESULTS.md here; none with --quick)."),
     work_dir: Path | None = typer.Option(None, help="Scratch folder for models and per-run JSON (default: temp)."),
     workers: int | None = typer.Option(None, help="Worker processes (default 2; 1 with --quick)."),
-    seeds: str | None = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
+    seeds: str | None = typer.Option(None, help="Comma-separated candidate seeds, e.g. 0,1,2 (default: all of "
+                                     "them must be on target, unless --n-usable)."),
+    n_usable: int | None = typer.Option(None, "--n-usable", help="On-target warm starts per arm to use; seeds "
+                                         "are drawn in order until each arm has them."),
     arms: str | None = typer.Option(None, help=f"Comma-separated subset of {','.join(ALL_ARMS)}."),
     methods: str | None = typer.Option(None, help=f"Comma-separated subset of {','.join(ALL_METHODS)}."),
     steps: int | None = typer.Option(None, help="RL steps per run (overrides the preset)."),
@@ -243,7 +233,9 @@ def main(
                 raise typer.BadParameter(f"unknown {name} {bad}; choose from {allowed}", param_hint=f"--{name}")
             cfg = replace(cfg, **{name: tuple(value.split(","))})
     if seeds:
-        cfg = replace(cfg, seeds=tuple(int(s) for s in seeds.split(",")))
+        cfg = replace(cfg, seeds=tuple(int(s) for s in seeds.split(",")), n_usable=0)
+    if n_usable is not None:
+        cfg = replace(cfg, n_usable=n_usable)
     if workers is not None:
         cfg = replace(cfg, workers=workers)
     if steps is not None:
