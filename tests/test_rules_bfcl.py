@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from rvpo.data import DATA_DIR
 from services.rules import score_item
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = DATA_DIR
 
 
 def tool(name: str, props: dict, required: list[str]) -> dict:
