@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -57,11 +58,20 @@ def test_the_import_check_sees_torch_when_it_is_imported():
     assert "torch" in heavy_modules_after_import(sys.executable, ["trainer.aggregation"], REPO_ROOT)
 
 
+# What the wheel is built from (as in docker/Dockerfile): a copy, so the build leaves nothing in the checkout.
+WHEEL_SOURCES = ["pyproject.toml", "README.md", "services", "judge", "trainer", "rvpo"]
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
+    for name in WHEEL_SOURCES:
+        if (REPO_ROOT / name).is_dir():
+            shutil.copytree(REPO_ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy(REPO_ROOT / name, src / name)
     res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out),
-                          str(REPO_ROOT)], capture_output=True, text=True, timeout=300, env=_clean_env())
+                          str(src)], capture_output=True, text=True, timeout=300, env=_clean_env())
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     (path,) = out.glob("rvpo_stack-*.whl")
     return path

@@ -13,6 +13,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common.settings import CommonSettings
 
@@ -44,7 +46,7 @@ def install_common(
     max_body_bytes: int,
     ready_check: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
 ) -> None:
-    """Add the body-size limit (413), `/livez`, `/readyz` and `/metrics` to ``app``.
+    """Add the body-size limit (413), `/livez`, `/readyz`, `/metrics` and a 503 for Redis outages to ``app``.
 
     ``ready_check`` is an async callable returning ``(ok, detail)``; `/readyz` answers 503 with the detail when
     it is not ok. Requests whose ``Content-Length`` exceeds ``max_body_bytes`` get 413 before the body is read;
@@ -64,6 +66,13 @@ def install_common(
                     return _too_large(max_body_bytes)
             request._body = body  # Starlette reads the cached body downstream
         return await call_next(request)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Redis restarting or unreachable: a clear, retryable 503 instead of a bare 500
+        return JSONResponse({"detail": f"redis unavailable, retry: {type(exc).__name__}: {exc}"}, status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> dict:
