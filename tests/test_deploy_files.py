@@ -171,18 +171,22 @@ def test_compose_builds_the_two_images_from_docker_dockerfile():
 
 def test_dockerfile_two_targets_non_root_base_image_argument():
     stages = re.findall(r"^FROM (\S+) AS (\S+)$", DOCKERFILE, re.M)
-    assert stages == [("${BASE_IMAGE}", "wheel"), ("${BASE_IMAGE}", "services"), ("services", "trainer")]
+    assert stages == [("${BASE_IMAGE}", "requirements"), ("${BASE_IMAGE}", "wheel"), ("${BASE_IMAGE}", "runtime"),
+                      ("runtime", "services"), ("runtime", "trainer")]
     assert "ARG BASE_IMAGE=python:3.11-slim" in DOCKERFILE and "ARG TORCH_VARIANT=cuda" in DOCKERFILE
     # each stage's instructions, comment lines left out
-    _, services, trainer = ["\n".join(ln for ln in part.splitlines() if not ln.startswith("#"))
-                            for part in re.split(r"^FROM .+$", DOCKERFILE, flags=re.M)[1:]]
+    requirements, _, runtime, services, trainer = [
+        "\n".join(ln for ln in part.splitlines() if not ln.startswith("#"))
+        for part in re.split(r"^FROM .+$", DOCKERFILE, flags=re.M)[1:]]
+    assert "useradd --uid 10001" in runtime
     for stage in (services, trainer):
         assert re.findall(r"^USER (\S+)$", stage, re.M)[-1] == "10001"
         assert "HEALTHCHECK " in stage
-    assert "useradd --uid 10001" in services
-    # the services image installs the wheel's core dependencies only; the trainer adds torch and the extra
-    assert "torch" not in services and "[trainer]" in trainer
-    # each stage's default command exists
+        assert "pip install --no-deps /dist/rvpo_stack-*.whl && pip check" in stage  # the wheel, consistent
+    # the services image gets the core dependencies only; the trainer adds torch and the `trainer` extra
+    assert "p['dependencies']" in requirements and "p['optional-dependencies']['trainer']" in requirements
+    assert "core.txt" in runtime and "torch" not in runtime + services and "trainer.txt" in trainer
+    # each image's default command exists
     for stage in (services, trainer):
         check_command(yaml.safe_load(re.findall(r"^CMD (.+)$", stage, re.M)[-1]))
     # what the wheel is built from: the packages and the metadata, all let through .dockerignore
