@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from contracts.channels import rubric_channel
+from contracts.judge import JudgeItem
 from judge import metrics, prompt
 from judge.backends import Backend, GradeJob, Outcome, make_backend
 from judge.batcher import MicroBatcher
 from judge.cache import VerdictCache, cache_key
-from judge.schemas import JudgeItem
-from judge.scoring import channel_name, example_score, reward_channels
+from judge.scoring import example_score, reward_channels
 from judge.settings import JudgeSettings
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class JudgeService:
             met.append(o.criteria_met)
             metrics.VERDICTS.labels({True: "met", False: "not_met", None: "null"}[o.criteria_met]).inc()
             if o.criteria_met is None:
-                reasons[channel_name(j)] = o.error or "judge_error: no verdict"
+                reasons[rubric_channel(j)] = o.error or "judge_error: no verdict"
             rubric_results.append({
                 "criterion": r.criterion, "points": r.points, "tags": r.tags, "criteria_met": o.criteria_met,
                 "explanation": o.explanation, "error": o.error, "raw": o.raw,

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
+from contracts.processes import default_port
 from services.common.settings import CommonSettings
 
 
@@ -56,6 +57,11 @@ class JudgeSettings(CommonSettings):
     judge_max_items: int = Field(256, ge=1, description="Most examples in one POST /v1/judge (413 beyond).")
     judge_max_rubrics: int = Field(128, ge=1, description="Most rubric items per example (413 beyond).")
     judge_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body (413 beyond).")
+
+    # --- where `rvpo serve judge` / `rvpo up` bind it -----------------------------------------------------
+    judge_host: str = Field("127.0.0.1", description="Interface `rvpo serve judge` binds.")
+    judge_port: int = Field(default_port("judge"), ge=1, le=65535,
+                            description="Port `rvpo serve judge` listens on.")
 
     def model_id(self) -> str:
         """The model name recorded with every verdict and hashed into cache keys."""

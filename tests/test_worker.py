@@ -109,7 +109,7 @@ def test_redelivered_finished_task_changes_nothing(stack):
 # ----------------------------------------------------------------------------------------------------------
 @pytest.fixture()
 def task_env(monkeypatch, redis_url):
-    from services.gateway.store import JobStore
+    from services.common.jobs import JobStore
     from services.worker import tasks
 
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there

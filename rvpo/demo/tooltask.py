@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BFCL_DOCS = REPO / "data" / "bfcl_simple_python_sample.jsonl"
 
 EASY_CHANNELS = ("rules/format", "rules/function_name", "rules/required_args", "rules/no_unexpected_args",

@@ -1,13 +1,35 @@
-"""The judge's backend requests for a workload, and the naive one-call-at-a-time baseline (shared by
-benchmarks/judge.py and benchmarks/pipeline.py)."""
+"""What the benchmarks share, in one place: the processes they start, the fake LLM backend they measure
+against, the judge's backend requests for a workload and the naive one-call-at-a-time baseline.
+
+The fake OpenAI-compatible LLM is the test suite's one stand-in (``tests/fake_llm.py``, :data:`FAKE_LLM_APP`)
+and the process helpers are the tests' (``tests/procs.py``, built on ``rvpo/stack.py``); benchmark scripts
+reach both through this module only. Run the benchmarks from a checkout (``python benchmarks/NAME.py``).
+"""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import httpx
 
-from judge import prompt
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from judge import prompt  # noqa: E402
+from tests.procs import (  # noqa: E402,F401
+    FAKE_LLM_APP,
+    REDIS_URL,
+    free_port,
+    start_process,
+    unique,
+    uvicorn_args,
+    uvicorn_server,
+    wait_http,
+    worker_args,
+)
 
 
 def grader_bodies(items: list[dict], n_calls: int | None = None) -> list[dict]:
