@@ -182,3 +182,22 @@ def test_reward_client_and_contracts_load_without_torch():
             " 'judge', 'rvpo') if m in sys.modules)\n"
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=120)
+
+
+def test_openapi_documents_the_answers_the_services_give():
+    """The schemas say what the services send: null channels, a non-empty prompt, and every error code."""
+    from judge.app import app as judge_app
+    from services.gateway.app import app as gateway_app
+    from services.rules.app import app as rules_app
+
+    gw = gateway_app.openapi()
+    assert {"200", "202", "400", "401", "409", "413", "422", "503"} <= set(gw["paths"]["/v1/score"]["post"]["responses"])
+    for path in ("/v1/jobs/{job_id}", "/v1/jobs/{job_id}/rewards"):
+        assert {"200", "400", "401", "404", "422"} <= set(gw["paths"][path]["get"]["responses"])
+    assert "idempotency-key" in {p["name"] for p in gw["paths"]["/v1/score"]["post"]["parameters"]}
+    for app, path in ((rules_app, "/v1/rules/score"), (judge_app, "/v1/judge")):
+        assert {"200", "400", "401", "413", "422"} <= set(app.openapi()["paths"][path]["post"]["responses"])
+    rules = rules_app.openapi()["components"]["schemas"]
+    null = {"type": "null"}
+    assert null in rules["RulesResult"]["properties"]["channels"]["additionalProperties"]["anyOf"]
+    assert null in rules["ToolRLValues"]["properties"]["format"]["anyOf"]
