@@ -4,7 +4,7 @@
 :class:`ScoreItem` carries the strictest rule of every service that will see the item: the judge's (for an
 item with ``rubrics``: every prompt message with text, the last from the user — :func:`judge_prompt`) and the
 rules service's (for an item with ``tools``: readable tool docs, ground-truth functions among them, ``mode``
-consistent with the ground truth — :mod:`contracts.rules`), plus finite numbers and valid Unicode everywhere.
+consistent with the ground truth — :class:`contracts.rules.RulesChecks`), plus finite numbers and valid Unicode everywhere.
 So an item a service would reject is a 422 at submission whose ``loc`` names the field
 (``["body", "items", 3, "rubrics", 0, "points"]``), never NaN rewards with a ``*_http_422`` reason later.
 Responses carry ``null`` for NaN, with ``reasons[name]``.
@@ -19,8 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from contracts.messages import Message, Rubric, judge_prompt
 from contracts.results import SourceStateName, Status
-from contracts.rules import (Completion, Format, GroundTruth, Mode, RulesOptions, Tools, check_ground_truth, check_mode,
-                             read_tools)
+from contracts.rules import Completion, Format, GroundTruth, Mode, RulesChecks, RulesOptions, Tools
 from contracts.values import NonEmptyText, Text
 
 def _prompt_kind(v: Any) -> str | None:
@@ -34,7 +33,7 @@ Prompt = Annotated[Annotated[NonEmptyText, Tag("text")]
                                  custom_error_message="expected a string or a list of messages")]
 
 
-class ScoreItem(BaseModel):
+class ScoreItem(RulesChecks):
     """One completion to score: ``rubrics`` go to the judge, ``tools`` (+ ``ground_truth``) to the rules service.
 
     Without ``ground_truth`` the rules service scores the schema channels only (the others are null with reason
@@ -59,21 +58,6 @@ class ScoreItem(BaseModel):
         if info.data.get("rubrics"):
             judge_prompt([Message(role="user", content=prompt)] if isinstance(prompt, str) else prompt)
         return prompt
-
-    @field_validator("tools")
-    @classmethod
-    def _tools_readable(cls, tools):
-        return None if tools is None else read_tools(tools)
-
-    @field_validator("ground_truth")
-    @classmethod
-    def _gt_names_known(cls, gt, info: ValidationInfo):
-        return check_ground_truth(gt, info.data.get("tools"))
-
-    @field_validator("mode")
-    @classmethod
-    def _mode_matches_gt(cls, mode: str, info: ValidationInfo) -> str:
-        return check_mode(mode, info.data.get("ground_truth"))
 
     @model_validator(mode="after")
     def _has_a_source(self) -> "ScoreItem":

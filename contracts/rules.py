@@ -93,7 +93,28 @@ def check_mode(mode: str, gt: list | None) -> str:
     return mode
 
 
-class RulesItem(BaseModel):
+class RulesChecks(BaseModel):
+    """The rules service's field rules, for every model with ``tools`` / ``ground_truth`` / ``mode`` fields (this
+    service's :class:`RulesItem` and the gateway's item): readable tool docs, ground-truth functions among them,
+    ``mode`` consistent with the ground truth."""
+
+    @field_validator("tools", check_fields=False)
+    @classmethod
+    def _tools_readable(cls, tools: list[dict[str, Any]] | None) -> ToolList | None:
+        return None if tools is None else read_tools(tools)
+
+    @field_validator("ground_truth", check_fields=False)
+    @classmethod
+    def _gt_names_known(cls, gt, info: ValidationInfo):
+        return check_ground_truth(gt, info.data.get("tools"))
+
+    @field_validator("mode", check_fields=False)
+    @classmethod
+    def _mode_matches_gt(cls, mode: str, info: ValidationInfo) -> str:
+        return check_mode(mode, info.data.get("ground_truth"))
+
+
+class RulesItem(RulesChecks):
     """One completion to check. ``ground_truth``: BFCL possible answers; ``None`` = not given (value checks are
     NaN), ``[]`` = no call expected. ``tools``: BFCL or OpenAI function docs; every ground-truth function must
     be among them."""
@@ -107,21 +128,6 @@ class RulesItem(BaseModel):
     mode: Mode = "auto"
     format: Format = "auto"
     options: RulesOptions = Field(default_factory=RulesOptions)
-
-    @field_validator("tools")
-    @classmethod
-    def _tools_readable(cls, tools: list[dict[str, Any]]) -> ToolList:
-        return read_tools(tools)
-
-    @field_validator("ground_truth")
-    @classmethod
-    def _gt_names_known(cls, gt, info: ValidationInfo):
-        return check_ground_truth(gt, info.data.get("tools"))
-
-    @field_validator("mode")
-    @classmethod
-    def _mode_matches_gt(cls, mode: str, info: ValidationInfo) -> str:
-        return check_mode(mode, info.data.get("ground_truth"))
 
 
 class RulesRequest(BaseModel):

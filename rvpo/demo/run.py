@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import time
 import traceback
@@ -30,10 +29,13 @@ from rvpo.stack import Stack, StackConfig
 def _judge_env(out_dir: Path, console: Console) -> tuple[dict[str, str], str]:
     """Judge backend settings: the user's OpenAI-compatible server when RVPO_JUDGE_BASE_URL is set, else a tiny
     local model built here, which is untrained — its verdicts exercise the path but mean nothing."""
-    if os.environ.get("RVPO_JUDGE_BASE_URL"):
-        model = os.environ.get("RVPO_JUDGE_MODEL", "(RVPO_JUDGE_MODEL unset)")
-        console.print(f"judge backend: {os.environ['RVPO_JUDGE_BASE_URL']} model {model}")
-        return {}, f"openai-compatible: {os.environ['RVPO_JUDGE_BASE_URL']} ({model})"
+    from judge.settings import JudgeSettings
+
+    judge = JudgeSettings()
+    if "judge_base_url" in judge.model_fields_set:  # RVPO_JUDGE_BASE_URL is set
+        model = judge.judge_model if "judge_model" in judge.model_fields_set else "(RVPO_JUDGE_MODEL unset)"
+        console.print(f"judge backend: {judge.judge_base_url} model {model}")
+        return {}, f"openai-compatible: {judge.judge_base_url} ({model})"
     from rvpo.demo.tinymodel import build_tiny_qwen2, english_corpus
 
     path = build_tiny_qwen2(out_dir / "untrained-judge", corpus=english_corpus(), vocab_size=4096)
