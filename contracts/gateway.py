@@ -4,7 +4,8 @@
 :class:`ScoreItem` carries the strictest rule of every service that will see the item: the judge's (for an
 item with ``rubrics``: every prompt message with text, the last from the user — :func:`judge_prompt`) and the
 rules service's (for an item with ``tools``: readable tool docs, ground-truth functions among them, ``mode``
-consistent with the ground truth — :class:`contracts.rules.RulesChecks`), plus finite numbers and valid Unicode everywhere.
+consistent with the ground truth — :class:`contracts.rules.RulesChecks`), plus finite numbers and valid Unicode
+everywhere.
 So an item a service would reject is a 422 at submission whose ``loc`` names the field
 (``["body", "items", 3, "rubrics", 0, "points"]``), never NaN rewards with a ``*_http_422`` reason later.
 Responses carry ``null`` for NaN, with ``reasons[name]``.

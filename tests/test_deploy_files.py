@@ -16,8 +16,7 @@ import redis
 import yaml
 
 from judge.settings import JudgeSettings
-from services.common.settings import CommonSettings
-from services.gateway.settings import GatewaySettings
+from services.gateway.settings import GatewayClientSettings, GatewaySettings
 from services.rules.settings import RulesSettings
 from services.worker.settings import WorkerSettings
 from tests.procs import REDIS_URL, REPO_ROOT, unique
@@ -28,10 +27,10 @@ DOCS = [d for path in MANIFESTS for d in yaml.safe_load_all(path.read_text()) if
 # contracts.md: default ports and app modules
 APPS = {"gateway": ("services.gateway.app:app", 8000), "judge": ("judge.app:app", 8001),
         "rules": ("services.rules.app:app", 8002)}
-# which settings classes read a process's environment (the gateway also builds the worker's Celery publisher)
-SETTINGS = {"gateway": [GatewaySettings, WorkerSettings], "worker": [WorkerSettings], "judge": [JudgeSettings],
-            "rules": [RulesSettings], "trainer": [CommonSettings]}
-CLI_ONLY = {"RVPO_GATEWAY_URL"}  # read by `rvpo` commands (rvpo/cli.py), not by a settings class
+# which settings classes read a process's environment (the gateway publishes with its own settings)
+SETTINGS = {"gateway": [GatewaySettings], "worker": [WorkerSettings], "judge": [JudgeSettings],
+            "rules": [RulesSettings], "trainer": [GatewayClientSettings]}
+CLI_ONLY: set[str] = set()  # every RVPO_* variable is read by a settings class
 
 
 def env_names(classes) -> set[str]:
@@ -174,7 +173,7 @@ def test_k8s_deployments_probes_resources_env(name):
 def test_k8s_configmap_matches_the_settings(monkeypatch):
     data = kind("ConfigMap", "rvpo-config")[0]["data"]
     secret = kind("Secret", "rvpo-secrets")[0]["stringData"]
-    known = env_names([GatewaySettings, WorkerSettings, JudgeSettings, RulesSettings]) | CLI_ONLY
+    known = env_names([GatewaySettings, WorkerSettings, JudgeSettings, RulesSettings, GatewayClientSettings]) | CLI_ONLY
     assert not set(data) - known and not set(secret) - known
     gateway, worker = settings_from(monkeypatch, [GatewaySettings, WorkerSettings],
                                     {k: v for k, v in {**data, **secret}.items() if k not in CLI_ONLY})

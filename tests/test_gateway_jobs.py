@@ -145,7 +145,8 @@ def test_some_unscored_is_partial_with_the_source_partial(stack):
     assert judge["state"] == "partial" and judge["error"].startswith("1 of 2 channels unscored: judge_http_error")
     assert job["counts"] == {"scored": 9 + 1, "unscored": 1, "not_applicable": 0, "pending": 0}
     assert job["reasons"] == {"judge_http_error": 1}
-    assert job["items"][1]["channels"] == {"rubric/00": 5.0, "rubric/01": None}  # keyword "water" (the longest word) is in the completion
+    # "water", the criterion's longest word, is in the completion: met, 5 points
+    assert job["items"][1]["channels"] == {"rubric/00": 5.0, "rubric/01": None}
 
 
 def test_none_scored_is_failed_and_the_source_is_not_ok(stack):

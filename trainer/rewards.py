@@ -12,9 +12,10 @@ Per-row inputs come from the dataset columns, which TRL passes as keyword lists 
 Arrow schema would otherwise merge the parameter names of different functions into one struct (adding `None`
 for the missing ones, which changes the ground truth).
 
-A channel that could not be computed is `None` (TRL turns it into NaN), never 0, its NaN fraction and reasons
-go to TRL's logs (trainer/reward_logging.py), and the reason is kept in `RulesScorer.last_reasons`: the rules library's null channels (e.g. `no_ground_truth` for a row whose
-`ground_truth` is None: its ground-truth channels are NaN) and items the library rejects (`invalid_item: ...`).
+A channel that could not be computed is `None` (TRL turns it into NaN), never 0; its NaN fraction and reasons
+go to TRL's logs (trainer/reward_logging.py) and the reasons are kept in `RulesScorer.last_reasons`: the rules
+library's null channels (e.g. `no_ground_truth` for a row whose `ground_truth` is None: its ground-truth channels
+are NaN) and items the library rejects (`invalid_item: ...`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from prometheus_client import Counter, Histogram
 
 from services.common.http import ERROR_RESPONSES, install_common, require_token, too_many_items
 from services.rules.channels import score_item
-from services.rules.schemas import CHANNELS, RulesItem, RulesRequest, RulesResponse, RulesResult, ToolRLValues, construct
+from services.rules.schemas import (CHANNELS, RulesItem, RulesRequest, RulesResponse, RulesResult, ToolRLValues,
+                                    construct)
 from services.rules.settings import get_settings
 
 settings = get_settings()
