@@ -2,9 +2,8 @@
 
 Validation errors name the field at fault (a 422 with ``loc`` = ``["body", "items", i, field]``); a completion
 that cannot be parsed is *not* a validation error, it is scored. The gateway's item
-(:class:`contracts.gateway.ScoreItem`) applies the same field rules through :func:`read_tools`,
-:func:`check_ground_truth` and :func:`check_mode`, so whatever this service would reject is rejected at
-submission.
+(:class:`contracts.gateway.ScoreItem`) inherits the same field rules (:class:`RulesChecks`), so whatever this
+service would reject is rejected at submission.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ client is made (httpx + tenacity). Callers differ only in the parameters of :cla
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -83,7 +82,3 @@ def make_client(base_url: str = "", token: str | None = None, timeout_s: float =
                         timeout=httpx.Timeout(timeout_s, connect=min(connect_timeout_s, timeout_s)),
                         limits=httpx.Limits(max_keepalive_connections=max_keepalive))
 
-
-def time_left(start: float, budget_s: float) -> float:
-    """Seconds left of ``budget_s`` since ``start`` (``time.monotonic()``)."""
-    return budget_s - (time.monotonic() - start)
