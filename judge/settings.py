@@ -24,7 +24,7 @@ class JudgeSettings(CommonSettings):
     judge_base_url: str = Field(
         "http://127.0.0.1:8080/v1", description="OpenAI-compatible base URL (…/v1) of the grader LLM.")
     judge_base_urls: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
+        [],
         description="Several grader replicas (comma-separated or a JSON list of …/v1 URLs); overrides "
                     "`RVPO_JUDGE_BASE_URL` when set.")
     judge_model: str = Field("gpt-4.1-2025-04-14", description="Grader model name sent to the backend.")
@@ -44,7 +44,8 @@ class JudgeSettings(CommonSettings):
     # --- batching, concurrency, retries ---------------------------------------------------------------------
     judge_max_batch_size: int = Field(32, ge=1, description="Most rubric items dispatched to the backend together.")
     judge_max_wait_ms: float = Field(5.0, ge=0, description="Longest a queued item waits for its batch to fill.")
-    judge_concurrency: int = Field(64, ge=1, description="Most backend HTTP requests in flight at once.")
+    judge_concurrency: int = Field(
+        64, ge=1, description="Most backend HTTP requests in flight at once, per grader replica.")
     judge_retries: int = Field(3, ge=0, description="Retries after 408/429/5xx/transport errors/timeouts.")
     judge_backoff_s: float = Field(0.5, ge=0, description="First backoff; doubles per retry (exponential).")
     judge_backoff_max_s: float = Field(8.0, ge=0, description="Longest single backoff.")
@@ -67,7 +68,8 @@ class JudgeSettings(CommonSettings):
         2, ge=1, description="Consecutive failed attempts (transport error, timeout, 408/429/5xx) that put a "
                              "replica in cool-down.")
     judge_replica_cooldown_s: float = Field(
-        10.0, gt=0, description="Seconds a failing replica is skipped (then it gets one trial request).")
+        10.0, gt=0, description="Seconds a failing replica is skipped (then it is tried again; one more failure "
+                                "restarts the cool-down).")
     judge_session_header: str = Field(
         "X-Session-ID", description="Header carrying the routing key on every grader request, for a router in "
                                     "front of the replicas (vLLM router `consistent_hash`); empty: none.")
