@@ -1,9 +1,9 @@
-"""One short `RVPOTrainer` run per advantage method, under `accelerate launch --num_processes 2` (CPU, gloo).
+"""One short `RVPOTrainer` run per advantage method, under `accelerate launch` with 2 processes (CPU, gloo).
 
 Run by tests/test_trainer_multiprocess.py as
 
-    accelerate launch --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
-        -m tests.multiprocess_train MODEL_DIR OUT_DIR rvpo gdpo
+    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
+        --main_process_port PORT -m tests.multiprocess_train MODEL_DIR OUT_DIR rvpo gdpo
 
 Each process writes ``OUT_DIR/<method>.rank<process_index>.json`` with, per generation batch: the rewards its
 own reward functions returned (``local``, before TRL gathers them), the gathered ``[N_global, K]`` matrix TRL
@@ -19,6 +19,7 @@ import math
 import sys
 from pathlib import Path
 
+from tests.test_rvpo_trainer import recording
 from tests.trainer_fixtures import digit_reward, length_reward, prompt_dataset, tiny_args, vowel_reward
 
 G = 4                  # completions per prompt
@@ -31,12 +32,6 @@ RISK_START, RISK_END = 0.5, 2.0
 
 def _nan_to_none(rows):
     return [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows]
-
-
-def _row_keys(batch) -> list[list[list[int]]]:
-    """One key per row: its prompt and completion token ids with padding removed."""
-    return [[pi[pm.bool()].tolist(), ci[cm.bool()].tolist()] for pi, pm, ci, cm in
-            zip(batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"])]
 
 
 def _recorded(func, sink: list):
@@ -58,28 +53,12 @@ def run(model_dir: str, out_dir: Path, method: str) -> None:
     calls: list[list[dict]] = [[], [], []]
     funcs = [_recorded(f, calls[j]) for j, f in enumerate((length_reward, digit_reward, vowel_reward))]
 
-    class Recording(RVPOTrainer):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self.generations, self.loss_inputs = [], []
-
-        def _calculate_rewards(self, *a, **kw):
-            gathered = super()._calculate_rewards(*a, **kw)
-            self._gathered = gathered.clone()
-            return gathered
-
+    class Recording(recording(RVPOTrainer)):  # + what this process's own reward functions returned
         def _generate_and_score_completions(self, inputs):
             out = super()._generate_and_score_completions(inputs)
-            local = torch.tensor([calls[j][-1]["values"] for j in range(3)]).T
-            self.generations.append({
-                "step": self.state.global_step, "prompts": calls[0][-1]["prompts"],
-                "local": _nan_to_none(local.tolist()), "gathered": _nan_to_none(self._gathered.tolist()),
-                "advantages": out["advantages"].tolist(), "keys": _row_keys(out)})
+            self.generations[-1]["local"] = torch.tensor([calls[j][-1]["values"] for j in range(3)]).T
+            self.generations[-1]["prompts"] = calls[0][-1]["prompts"]
             return out
-
-        def _compute_loss(self, model, inputs):
-            self.loss_inputs.append({"keys": _row_keys(inputs), "advantages": inputs["advantages"].tolist()})
-            return super()._compute_loss(model, inputs)
 
     args = tiny_args(RVPOConfig, out_dir / f"run-{method}", per_device_train_batch_size=PER_DEVICE,
                      steps_per_generation=STEPS_PER_GENERATION, num_generations=G, max_steps=MAX_STEPS,
@@ -88,9 +67,13 @@ def run(model_dir: str, out_dir: Path, method: str) -> None:
     trainer = Recording(model=model_dir, reward_funcs=funcs, args=args, train_dataset=prompt_dataset(6))
     trainer.train()
     acc = trainer.accelerator
+    generations = [{"prompts": g["prompts"], "local": _nan_to_none(g["local"].tolist()),
+                    "gathered": _nan_to_none(g["gathered"].tolist()), "advantages": g["advantages"].tolist(),
+                    "keys": g["keys"]} for g in trainer.generations]
+    loss_inputs = [{"keys": li["keys"], "advantages": li["advantages"].tolist()} for li in trainer.loss_inputs]
     record = {"process_index": acc.process_index, "num_processes": acc.num_processes,
-              "backend": str(getattr(acc.state, "backend", None)), "generations": trainer.generations,
-              "loss_inputs": trainer.loss_inputs,
+              "backend": str(getattr(acc.state, "backend", None)), "generations": generations,
+              "loss_inputs": loss_inputs,
               "logs": [{k: v for k, v in h.items() if k.startswith("rvpo/")} | {"step": h.get("step")}
                        for h in trainer.state.log_history if "rvpo/risk" in h]}
     (out_dir / f"{method}.rank{acc.process_index}.json").write_text(json.dumps(record))
