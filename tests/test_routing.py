@@ -100,10 +100,24 @@ def test_cooldown_failover_and_the_single_replica_fallback():
     bad.inflight += 1
     r.release(bad, ok=False, reason="timeout")
     assert not bad.available(clock())
-    assert r.acquire(key, "new-example").index == order[1]  # skipped during the cool-down
+    skipped = r.acquire(key, "new-example")
+    assert skipped.index == order[1]  # skipped during the cool-down
+    r.release(skipped, ok=True, pin_key="new-example")
     assert r.any_untried({order[1], order[2], order[3]}) is False
     clock.t += 10.0
-    assert bad.available(clock()) and r.acquire(key, "another").index == order[0]  # back after it
+    assert bad.available(clock())
+    trial = r.acquire(key, "another")
+    assert trial is bad  # back after it, half-open: one trial request at a time
+    other = r.acquire(key, "a third")
+    assert other.index == order[1] and not bad.available(clock())
+    r.release(other, ok=True, pin_key="a third")
+    r.release(trial, ok=False, reason="transport", pin_key="another")  # the trial fails: cool-down at once
+    assert not bad.available(clock()) and bad.down_until == clock() + 10.0
+    clock.t += 10.0
+    trial = r.acquire(key, "a fourth")
+    r.release(trial, ok=True, pin_key="a fourth")  # the trial succeeds: fully available again
+    assert trial is bad and r.acquire(key, "more").index == order[0]
+    assert bad.inflight == 1 and bad.available(clock())  # no longer limited to one request at a time
     # one replica: failures never leave a request without a replica
     one, clock1 = router(urls=URLS[:1], failures=1)
     rep = one.acquire("k", "e")

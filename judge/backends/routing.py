@@ -18,8 +18,9 @@ Policies
   benchmarks/routing.py).
 
 Health: ``failures`` consecutive failed attempts (transport error, timeout, 408/429/5xx) put a replica in
-cool-down for ``cooldown_s``; it is skipped, then gets trial requests again (one more failure: cool-down
-again; a success resets it). A pinned example whose replica is cooling or already failed this request is
+cool-down for ``cooldown_s``; it is skipped, then half-open: it takes one trial request at a time (a failure
+restarts the cool-down, a success makes it fully available again), so a dead replica coming out of its
+cool-down does not swallow a burst of requests. A pinned example whose replica is cooling or already failed this request is
 re-pinned to the next one on the ring. When every replica is cooling or excluded the one whose cool-down ends
 first is used, so one replica behaves exactly as a single ``RVPO_JUDGE_BASE_URL`` always did.
 
@@ -81,10 +82,13 @@ class Replica:
     inflight: int = 0
     consecutive_failures: int = 0
     down_until: float = 0.0   # monotonic time before which it is skipped
+    half_open: bool = False   # after a cool-down: one trial request at a time until one succeeds
     pool: object = field(default=None, repr=False)  # set by the backend (its connection pool)
 
     def available(self, now: float) -> bool:
-        return now >= self.down_until
+        if now < self.down_until:
+            return False
+        return not (self.half_open and self.inflight > 0)
 
 
 class Router:
@@ -197,12 +201,13 @@ class Router:
         if ok is None:
             return
         if ok:
-            replica.consecutive_failures = 0
+            replica.consecutive_failures, replica.half_open = 0, False
             return
         metrics.REPLICA_ERRORS.labels(replica.label, reason or "error").inc()
         replica.consecutive_failures += 1
-        if replica.consecutive_failures >= self.failures:
+        if replica.consecutive_failures >= self.failures or replica.half_open:
             replica.down_until = self.clock() + self.cooldown_s
+            replica.half_open = True
 
     def any_untried(self, exclude: set[int]) -> bool:
         """Whether a replica that is available now and not in ``exclude`` exists (then a retry needs no backoff:
