@@ -20,10 +20,12 @@ Run it
 | FAKE_LLM_KEEP_REQUESTS              | 2000         | request bodies kept for ``GET /requests``                    |
 | FAKE_LLM_PREFIX_CACHE_TOKENS /      | 0 (off)      | model a prefix cache of this many tokens (LRU of hashed      |
 | --prefix-cache-tokens               |              | blocks, tests/fake_prefix_cache.py); counts in ``/stats``    |
-| FAKE_LLM_BLOCK_TOKENS / --block-... | 16           | ... tokens per cache block (vLLM's default block size)       |
-| FAKE_LLM_CHARS_PER_TOKEN / --chars-.| 4            | ... characters per modelled token                            |
-| FAKE_LLM_MS_PER_TOKEN / --ms-per-...| 0            | a request holds its slot this much longer per computed token |
-|                                     |              | (uncached prompt tokens + output tokens), on top of latency  |
+| FAKE_LLM_BLOCK_TOKENS /             | 16           | ... tokens per cache block (vLLM's default block size)       |
+| --block-tokens                      |              |                                                              |
+| FAKE_LLM_CHARS_PER_TOKEN /          | 4            | ... characters per modelled token                            |
+| --chars-per-token                   |              |                                                              |
+| FAKE_LLM_MS_PER_TOKEN /             | 0            | a request holds its slot this much longer per computed token |
+| --ms-per-token                      |              | (uncached prompt tokens + output tokens), on top of latency  |
 
 Endpoints
 ---------
