@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/rules.py
 	$(PY) benchmarks/judge.py
 	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/routing.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -11,11 +11,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 
+from contracts.judge import JudgeRequest, JudgeResponse
 from judge import metrics
-from judge.schemas import JudgeRequest, JudgeResponse
 from judge.service import JudgeService
 from judge.settings import get_settings
-from services.common.http import install_common, require_token, too_many_items
+from services.common.http import ERROR_RESPONSES, install_common, require_token, too_many_items
 
 settings = get_settings()
 
@@ -40,7 +40,7 @@ async def _ready() -> tuple[bool, str]:
 
 app = FastAPI(title="rvpo judge", version="1", lifespan=lifespan)
 install_common(app, max_body_bytes=settings.judge_max_body_bytes, ready_check=_ready)
-router = APIRouter(dependencies=[Depends(require_token(settings))])
+router = APIRouter(dependencies=[Depends(require_token(settings))], responses=ERROR_RESPONSES)
 
 
 @router.post("/v1/judge", response_model=JudgeResponse)

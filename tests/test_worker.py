@@ -109,7 +109,7 @@ def test_redelivered_finished_task_changes_nothing(stack):
 # ----------------------------------------------------------------------------------------------------------
 @pytest.fixture()
 def task_env(monkeypatch, redis_url):
-    from services.gateway.store import JobStore
+    from services.common.jobs import JobStore
     from services.worker import tasks
 
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
@@ -182,3 +182,22 @@ def test_celery_configuration_for_at_least_once():
     assert conf.task_default_queue == "qq"
     assert conf.broker_transport_options["global_keyprefix"] == "pfx:celery:"
     assert conf.result_backend_transport_options["global_keyprefix"] == "pfx:celery:"
+
+
+def test_any_exception_becomes_nan_with_a_reason_at_once(task_env):
+    """An item the gateway would refuse (NaN points) written straight into Redis: httpx cannot encode it
+    (ValueError, not a service error). The task still writes null channels with the reason, at once, so the job
+    does not wait for its deadline."""
+    tasks, make_job, settings = task_env
+    job_id = make_job([{"id": "x", "prompt": "p", "completion": "c",
+                        "rubrics": [{"criterion": "a", "points": 1.0}, {"criterion": "b", "points": 2.0}]}], 30)
+    r = redis.Redis.from_url(REDIS_URL)
+    poisoned = {"id": "x", "prompt": "p", "completion": "c",
+                "rubrics": [{"criterion": "a", "points": float("nan")}, {"criterion": "b", "points": 2.0}]}
+    r.hset(f"{settings.key_prefix}:job:{job_id}:items", "0", json.dumps(poisoned))  # json.dumps writes NaN
+    t0 = time.monotonic()
+    out = tasks.score.run(job_id, 0, "judge")
+    assert time.monotonic() - t0 < 2.0 and out["written"] is True and out["ok"] is False
+    stored = json.loads(r.hget(f"{settings.key_prefix}:job:{job_id}:res", "0:judge"))
+    assert set(stored["channels"]) == {"rubric/00", "rubric/01"} and not any(stored["channels"].values())
+    assert all(reason.startswith("worker_error: ValueError") for reason in stored["reasons"].values()), stored

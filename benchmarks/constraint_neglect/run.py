@@ -83,7 +83,7 @@ def _setup_worker(threads: int) -> None:
 
 
 def _task(cfg: Config):
-    from trainer import tooltask as task
+    from rvpo.demo import tooltask as task
 
     functions = task.load_functions(cfg.n_functions)
     train, evaluation = task.make_splits(functions, cfg.n_train_per_fn, cfg.n_eval_per_fn, low=cfg.value_low,
@@ -93,8 +93,8 @@ def _task(cfg: Config):
 
 def _base_job(cfg: Config, work: str) -> dict:
     _setup_worker(cfg.threads)
-    from trainer import tooltask as task
-    from trainer.warmstart import build_base
+    from rvpo.demo import tooltask as task
+    from rvpo.demo.warmstart import build_base
 
     functions, train, evaluation = _task(cfg)
     pairs = task.sft_pairs(train, functions, cfg.base_steps * cfg.sft_batch_size, seed=cfg.base_seed,
@@ -108,8 +108,8 @@ def _base_job(cfg: Config, work: str) -> dict:
 
 def _warm_job(cfg: Config, seed: int, base_dir: str, work: str) -> dict:
     _setup_worker(cfg.threads)
-    from trainer import tooltask as task
-    from trainer.warmstart import finetune
+    from rvpo.demo import tooltask as task
+    from rvpo.demo.warmstart import finetune
 
     functions, train, evaluation = _task(cfg)
     pairs = task.sft_pairs(train, functions, cfg.sft_steps * cfg.sft_batch_size, seed=seed,

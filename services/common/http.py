@@ -1,4 +1,5 @@
-"""HTTP pieces every service shares: bearer-token auth, request-size limit, probes and Prometheus metrics.
+"""HTTP pieces every service shares: bearer-token auth, request-size limit, validation errors, probes and
+Prometheus metrics.
 
 A service calls :func:`install_common` once on its FastAPI app and adds ``Depends(require_token(settings))``
 to its routers. The probes (`/livez`, `/readyz`) and `/metrics` never need the token.
@@ -10,15 +11,25 @@ import hmac
 from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from contracts.values import sanitize
 from services.common.settings import CommonSettings
 
 _bearer = HTTPBearer(auto_error=False)
+
+#: The error answers every service can give, for the OpenAPI ``responses`` of its routes (422 is FastAPI's own).
+ERROR_RESPONSES: dict[int, dict] = {
+    400: {"description": "the body could not be read (not UTF-8)"},
+    401: {"description": "missing or wrong bearer token (when RVPO_API_TOKEN is set)"},
+    413: {"description": "too many items, or a body larger than the configured limit"},
+}
 
 
 def require_token(settings: CommonSettings) -> Callable:
@@ -46,12 +57,14 @@ def install_common(
     max_body_bytes: int,
     ready_check: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
 ) -> None:
-    """Add the body-size limit (413), `/livez`, `/readyz`, `/metrics` and a 503 for Redis outages to ``app``.
+    """Add the body-size limit (413), JSON-safe validation errors (422), a 503 for Redis outages, `/livez`,
+    `/readyz` and `/metrics`.
 
     ``ready_check`` is an async callable returning ``(ok, detail)``; `/readyz` answers 503 with the detail when
     it is not ok. Requests whose ``Content-Length`` exceeds ``max_body_bytes`` get 413 before the body is read;
     a chunked body is counted as it streams and cut off at the limit.
     """
+    app.add_exception_handler(RequestValidationError, validation_error)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -86,6 +99,14 @@ def install_common(
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 (``{"detail": [{"loc", "msg", "type", "input"}, ...]}``), made serialisable: the echoed
+    ``input`` may hold NaN, inf or lone surrogates (the very values being rejected), which JSON cannot carry, so
+    they are written as ``"NaN"`` / ``"Infinity"`` / ``\\udXXX`` escapes instead of failing with a 500."""
+    return JSONResponse({"detail": sanitize(jsonable_encoder(exc.errors()))},
+                        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 def _too_large(limit: int) -> JSONResponse:

@@ -15,13 +15,14 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from services.common.jobs import celery_key_prefix
 from services.worker.settings import WorkerSettings
 
 
 def make_celery(settings: WorkerSettings | None = None) -> Celery:
     """Build the Celery app from ``settings`` (default: the environment)."""
     s = settings or WorkerSettings()
-    prefix = f"{s.key_prefix}:celery:"
+    prefix = celery_key_prefix(s.key_prefix)
     app = Celery("rvpo", broker=s.redis_url, backend=s.redis_url, include=["services.worker.tasks"])
     app.conf.update(
         task_acks_late=True,

@@ -10,25 +10,25 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from services.common.settings import CommonSettings
+from contracts.processes import local_url
+from services.common.settings import QueueSettings
 
 
-class WorkerSettings(CommonSettings):
-    """Settings of the Celery worker (and of the gateway's task publisher, which shares the queue).
+class WorkerSettings(QueueSettings):
+    """Settings of the Celery worker.
 
-    Environment: ``RVPO_JUDGE_SERVICE_URL``, ``RVPO_RULES_SERVICE_URL``, ``RVPO_CELERY_QUEUE``,
-    ``RVPO_WORKER_CONCURRENCY``, ``RVPO_BROKER_VISIBILITY_TIMEOUT_S``, ``RVPO_BROKER_RESTORE_INTERVAL_S``,
+    Environment: ``RVPO_JUDGE_SERVICE_URL``, ``RVPO_RULES_SERVICE_URL``, ``RVPO_WORKER_CONCURRENCY``,
+    ``RVPO_BROKER_VISIBILITY_TIMEOUT_S``, ``RVPO_BROKER_RESTORE_INTERVAL_S``,
     ``RVPO_TASK_SOFT_TIME_LIMIT_S``, ``RVPO_TASK_TIME_LIMIT_S``, ``RVPO_RESULT_EXPIRES_S``,
     ``RVPO_WORKER_JUDGE_TIMEOUT_S``, ``RVPO_WORKER_RULES_TIMEOUT_S``, ``RVPO_WORKER_HTTP_MAX_RETRIES`` (plus the shared
-    ``RVPO_REDIS_URL``, ``RVPO_API_TOKEN``, ``RVPO_KEY_PREFIX``).
+    ``RVPO_CELERY_QUEUE``, ``RVPO_REDIS_URL``, ``RVPO_API_TOKEN``, ``RVPO_KEY_PREFIX``).
 
     Raises:
         pydantic.ValidationError: when the time limits are not strictly increasing as described above.
     """
 
-    judge_service_url: str = Field("http://127.0.0.1:8001", description="Base URL of the judge service.")
-    rules_service_url: str = Field("http://127.0.0.1:8002", description="Base URL of the rules service.")
-    celery_queue: str = Field("rvpo", description="Celery queue the gateway publishes to and workers consume.")
+    judge_service_url: str = Field(local_url("judge"), description="Base URL of the judge service.")
+    rules_service_url: str = Field(local_url("rules"), description="Base URL of the rules service.")
     worker_concurrency: int = Field(8, ge=1, description="Prefork processes per worker (each runs one task).")
     broker_visibility_timeout_s: float = Field(
         200.0, gt=0, description="Seconds before Redis re-delivers a task whose worker never acknowledged it.")
