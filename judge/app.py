@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 
 from contracts.judge import JudgeRequest, JudgeResponse
+from judge import metrics
 from judge.service import JudgeService
 from judge.settings import get_settings
 from services.common.http import ERROR_RESPONSES, install_common, require_token, too_many_items
@@ -55,7 +56,8 @@ async def judge(body: JudgeRequest, request: Request) -> dict:
                          "msg": f"{len(item.rubrics)} rubric items, at most {settings.judge_max_rubrics}"}],
             )
     service: JudgeService = request.app.state.service
-    return {"items": await service.judge(body.items)}
+    with metrics.IN_FLIGHT.track_inprogress():
+        return {"items": await service.judge(body.items)}
 
 
 app.include_router(router)

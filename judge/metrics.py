@@ -11,6 +11,8 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 QUEUE_DEPTH = Gauge("rvpo_judge_queue_depth", "Rubric items waiting in the micro-batcher.")
+# The load signal the judge autoscales on (k8s/22-judge.yaml): grading requests this replica is serving now.
+IN_FLIGHT = Gauge("rvpo_judge_inflight_requests", "POST /v1/judge requests being served now.")
 BACKEND_LATENCY = Histogram(
     "rvpo_judge_backend_latency_seconds", "Latency of one backend call (HTTP request or forward pass).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),

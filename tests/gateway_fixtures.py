@@ -18,9 +18,10 @@ from pathlib import Path
 
 import redis
 
-from tests.procs import REDIS_URL, REPO_ROOT, Proc, free_port, start_process, unique, uvicorn_args, wait_http
+from rvpo.data import DATA_DIR
+from tests.procs import REDIS_URL, Proc, free_port, start_process, unique, uvicorn_args, wait_http
 
-DATA = REPO_ROOT / "data"
+DATA = DATA_DIR
 WORKER_ARGS = [sys.executable, "-m", "celery", "-A", "services.worker.celery_app:celery_app", "worker",
                "--pool", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
                "--loglevel", "INFO"]

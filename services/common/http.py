@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.values import sanitize
 from services.common.settings import CommonSettings
@@ -55,7 +57,8 @@ def install_common(
     max_body_bytes: int,
     ready_check: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
 ) -> None:
-    """Add the body-size limit (413), JSON-safe validation errors (422), `/livez`, `/readyz` and `/metrics`.
+    """Add the body-size limit (413), JSON-safe validation errors (422), a 503 for Redis outages, `/livez`,
+    `/readyz` and `/metrics`.
 
     ``ready_check`` is an async callable returning ``(ok, detail)``; `/readyz` answers 503 with the detail when
     it is not ok. Requests whose ``Content-Length`` exceeds ``max_body_bytes`` get 413 before the body is read;
@@ -76,6 +79,13 @@ def install_common(
                     return _too_large(max_body_bytes)
             request._body = body  # Starlette reads the cached body downstream
         return await call_next(request)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Redis restarting or unreachable: a clear, retryable 503 instead of a bare 500
+        return JSONResponse({"detail": f"redis unavailable, retry: {type(exc).__name__}: {exc}"}, status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> dict:
