@@ -11,6 +11,10 @@ Endpoints (bearer token when ``RVPO_API_TOKEN`` is set; probes and metrics never
 - ``GET /v1/jobs/{job_id}?wait=S&detail=false`` — status and per-item reward vectors; 404 for an unknown job.
 - ``GET /v1/jobs/{job_id}/rewards?wait=S&rubric_slots=K&rules=false`` — the dense ``[N, K]`` matrix.
 - ``GET /livez``, ``GET /readyz`` (Redis reachable), ``GET /metrics``, ``/docs`` (OpenAPI).
+
+While Redis (job store and broker) is unreachable, every endpoint that needs it answers 503 with
+``Retry-After: 5`` (seconds); nothing is half-stored (a job whose tasks could not be queued is
+deleted again).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import uuid
 from contextlib import asynccontextmanager
 
 import anyio
+import redis
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
 
 from contracts.gateway import DenseRewards, JobView, ScoreRequest
@@ -35,6 +41,7 @@ from services.gateway.views import dense, job_view
 
 settings = GatewaySettings()
 publisher = Publisher(settings)
+RETRY_AFTER_S = 5  # seconds a client should wait before retrying while Redis is unreachable
 
 JOBS = Counter("rvpo_gateway_jobs_total", "Jobs submitted to the gateway")
 ITEMS = Counter("rvpo_gateway_items_total", "Items submitted to the gateway")
@@ -56,8 +63,18 @@ app = FastAPI(title="rvpo scoring gateway", version="0.1.0", lifespan=lifespan,
               description="REST -> Celery -> judge / rules services; rewards per item and as an [N, K] matrix.")
 install_common(app, max_body_bytes=settings.gateway_max_body_bytes,
                ready_check=lambda: redis_ready(settings.redis_url))
+RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_S)}
+UNAVAILABLE = {503: {"description": "Redis (job store and broker) unreachable: retry after `Retry-After` seconds"}}
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token(settings))],
-                   responses={k: v for k, v in ERROR_RESPONSES.items() if k != 413})
+                   responses={**{k: v for k, v in ERROR_RESPONSES.items() if k != 413}, **UNAVAILABLE})
+
+
+@app.exception_handler(redis.exceptions.ConnectionError)
+@app.exception_handler(redis.exceptions.TimeoutError)
+async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """Redis down (or still loading its data after a restart): 503 + Retry-After, not a 500."""
+    return JSONResponse({"detail": f"job store unavailable, retry later: {type(exc).__name__}: {exc}"},
+                        status_code=503, headers=RETRY_AFTER)
 
 WaitQuery = Query(0.0, ge=0, description="Seconds to wait for a final status (capped by RVPO_GATEWAY_MAX_WAIT_S).")
 NOT_FOUND = {404: {"description": "unknown job (never submitted, or expired)"}}
@@ -120,7 +137,8 @@ async def score(req: ScoreRequest, request: Request, response: Response, wait: f
                 await anyio.to_thread.run_sync(publisher.publish, job["job_id"], job["plan"])
             except Exception as exc:  # noqa: BLE001 - broker down: the client must know the job will not run
                 await store.discard(job["job_id"], idempotency_key)
-                raise HTTPException(503, detail=f"could not queue the job: {type(exc).__name__}: {exc}") from exc
+                raise HTTPException(503, detail=f"could not queue the job: {type(exc).__name__}: {exc}",
+                                    headers=RETRY_AFTER) from exc
     if created:
         JOBS.inc()
         ITEMS.inc(len(items))
