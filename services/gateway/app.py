@@ -62,7 +62,7 @@ async def lifespan(app: FastAPI):
 app = FastAPI(title="rvpo scoring gateway", version="0.1.0", lifespan=lifespan,
               description="REST -> Celery -> judge / rules services; rewards per item and as an [N, K] matrix.")
 install_common(app, max_body_bytes=settings.gateway_max_body_bytes,
-               ready_check=lambda: redis_ready(settings.redis_url))
+               ready_check=lambda: redis_ready(settings.redis_url), api_token=settings.api_token)
 RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_S)}
 UNAVAILABLE = {503: {"description": "Redis (job store and broker) unreachable: retry after `Retry-After` seconds"}}
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token(settings))],
