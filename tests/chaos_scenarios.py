@@ -121,8 +121,8 @@ def expected_channels(item: dict, source: str) -> dict[str, float]:
 class JobWatch:
     """Polls one job through the gateway and Redis; remembers every value seen and every HTTP status."""
 
-    def __init__(self, stack: Stack, job_id: str, n_expected: int):
-        self.stack, self.job_id, self.n_expected = stack, job_id, n_expected
+    def __init__(self, stack: Stack, job_id: str):
+        self.stack, self.job_id = stack, job_id
         self.first_seen: dict[str, str] = {}
         self.changed: set[str] = set()
         self.statuses: collections.Counter = collections.Counter()
@@ -191,15 +191,14 @@ def submit(stack: Stack, items: list[dict], deadline_s: float) -> str:
     return resp.json()["job_id"]
 
 
-def wait_started(stack: Stack, job_id: str, min_results: int, timeout: float = 60.0) -> None:
-    """Until at least ``min_results`` results are in and some task is running."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        res, att = stack.job_hash(job_id, "res"), stack.job_hash(job_id, "attempts")
-        if len(res) >= min_results and any(f not in res for f in att):
-            return
-        time.sleep(0.05)
-    raise TimeoutError("the job did not start")
+def submit_and_watch(stack: Stack, items: list[dict], deadline_s: float, for_s: float) -> tuple[JobWatch, float]:
+    """Submit the job and poll it for ``for_s`` seconds; returns the watch and the submission time."""
+    watch = JobWatch(stack, submit(stack, items, deadline_s))
+    t_submit = time.monotonic()
+    while time.monotonic() - t_submit < for_s:
+        watch.poll()
+        time.sleep(0.2)
+    return watch, t_submit
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -213,13 +212,8 @@ def redis_restart(log_dir: Path, n_items: int = 120, kill_after_s: float = 6.0, 
     with private_redis(log_dir / "redis") as server, running_stack(
             log_dir, env={"RVPO_REDIS_URL": server.url}, worker_env=worker_env,
             worker_concurrency=worker_concurrency, fake_env={"FAKE_LLM_LATENCY_MS": str(latency_ms)}) as stack:
-        job_id = submit(stack, items, deadline_s)
-        watch = JobWatch(stack, job_id, 2 * n_items)
-        t_submit = time.monotonic()
-        while time.monotonic() - t_submit < kill_after_s:
-            watch.poll()
-            time.sleep(0.2)
-        done_at_kill = len(watch.first_seen)
+        watch, t_submit = submit_and_watch(stack, items, deadline_s, kill_after_s)
+        job_id, done_at_kill = watch.job_id, len(watch.first_seen)
         server.kill()
         t_down = time.monotonic()
         down_statuses = collections.Counter()
@@ -250,15 +244,10 @@ def worker_sigkill(log_dir: Path, n_items: int = 120, kill_after_s: float = 6.0,
                        fake_env={"FAKE_LLM_LATENCY_MS": str(latency_ms)},
                        judge_env={"RVPO_JUDGE_CACHE_ENABLED": "false"}) as stack:  # the 2nd job grades again
         t0 = time.monotonic()
-        clean = JobWatch(stack, submit(stack, items, deadline_s), 2 * n_items)
+        clean = JobWatch(stack, submit(stack, items, deadline_s))
         clean_s = clean.wait_terminal(deadline_s + 60) - t0
-        job_id = submit(stack, items, deadline_s)
-        watch = JobWatch(stack, job_id, 2 * n_items)
-        t_submit = time.monotonic()
-        while time.monotonic() - t_submit < kill_after_s:
-            watch.poll()
-            time.sleep(0.2)
-        done_at_kill = len(watch.first_seen)
+        watch, t_submit = submit_and_watch(stack, items, deadline_s, kill_after_s)
+        job_id, done_at_kill = watch.job_id, len(watch.first_seen)
         stack.procs["worker"].kill(signal.SIGKILL)
         t_kill = time.monotonic()
         stack.start_worker("worker2", concurrency=worker_concurrency, extra_env=worker_env)
@@ -353,7 +342,7 @@ def long_task_lease(log_dir: Path, n_items: int = 1) -> dict:
                        judge_env={"RVPO_JUDGE_TIMEOUT_S": "2.5", "RVPO_JUDGE_BACKOFF_S": "0.5"}) as stack:
         t0 = time.monotonic()
         job_id = submit(stack, items, 60)
-        watch = JobWatch(stack, job_id, n_items)
+        watch = JobWatch(stack, job_id)
         t_end = watch.wait_terminal(90)
         attempts = {k: int(v) for k, v in stack.job_hash(job_id, "attempts").items()}
         return {"scenario": "long_task_lease", "status": watch.job["status"], "attempts": attempts,

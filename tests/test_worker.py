@@ -170,6 +170,22 @@ def test_task_after_the_deadline_does_not_call_the_service(task_env):
     assert all(r.startswith("deadline_exceeded:") for r in stored["reasons"].values())
 
 
+def test_task_that_cannot_reach_redis_gives_its_message_back(monkeypatch):
+    """Redis unreachable inside the task: Reject(requeue=True) - a failed late-ack task would be acknowledged,
+    its result lost (issue 14)."""
+    from celery.exceptions import Reject
+
+    from services.worker import redelivery, tasks
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    monkeypatch.setattr(tasks, "SETTINGS", WorkerSettings(redis_url=dead, key_prefix=unique("t-wk")))
+    monkeypatch.setattr(tasks, "_clients", {})
+    monkeypatch.setattr(redelivery, "REQUEUE_PAUSE_S", 0.0)
+    with pytest.raises(Reject) as info:
+        tasks.score("job1", 0, "rules")  # through the app's base task class, as the worker calls it
+    assert info.value.requeue is True and "redis unreachable" in str(info.value.reason)
+
+
 def test_time_limits_must_be_ordered():
     with pytest.raises(ValueError, match="RVPO_TASK_SOFT_TIME_LIMIT_S"):
         WorkerSettings(task_soft_time_limit_s=10, task_time_limit_s=5)
