@@ -67,3 +67,20 @@ def test_a_live_worker_keeps_its_long_task_past_the_visibility_timeout(tmp_path,
     out = cs.long_task_lease(tmp_path)
     assert out["status"] == "done" and out["task_s"] > 2 * out["visibility_timeout_s"], out
     assert set(out["attempts"].values()) == {1}, out  # never delivered a second time while it ran
+
+
+def test_benchmark_script_body_limit_figures(redis_url):
+    """benchmarks/chaos.py itself (its body-limit scenario): statuses of the four request shapes."""
+    import subprocess
+    import sys
+
+    from tests.procs import REPO_ROOT
+
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "chaos.py"), "--only", "body_limit"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout)["body_limit"]
+    assert out["chunked_60MB_with_token"]["status"] == 422  # read whole (under the 64 MiB limit), not JSON
+    assert out["chunked_70MB_with_token"]["status"] == 413
+    assert out["65MB_without_token"]["status"].startswith("HTTP/1.1 401")
+    assert out["malformed_json_without_token"]["status"] == 401
