@@ -35,8 +35,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rvpo.procs import REDIS_URL, unique, uvicorn_server  # noqa: E402
-from tests import chaos_scenarios as cs  # noqa: E402
+from benchmarks.harness import REDIS_URL, unique, uvicorn_server  # noqa: E402
+from tests import chaos_scenarios as cs  # noqa: E402  (the scenarios tests/test_chaos.py runs small)
 
 SCENARIOS = ("worker_sigkill", "redis_restart", "faulty_grader", "injection", "body_limit")
 LEGACY_WORKER_ENV = {"RVPO_BROKER_LEASE_RENEW_S": "0", "RVPO_BROKER_VISIBILITY_TIMEOUT_S": "200",

@@ -191,11 +191,15 @@ def submit(stack: Stack, items: list[dict], deadline_s: float) -> str:
     return resp.json()["job_id"]
 
 
-def submit_and_watch(stack: Stack, items: list[dict], deadline_s: float, for_s: float) -> tuple[JobWatch, float]:
-    """Submit the job and poll it for ``for_s`` seconds; returns the watch and the submission time."""
+def submit_and_watch(stack: Stack, items: list[dict], deadline_s: float, for_s: float,
+                     min_results: int = 1, timeout: float = 120.0) -> tuple[JobWatch, float]:
+    """Submit the job and poll it for ``for_s`` seconds and until ``min_results`` results are in (on a loaded
+    machine the first results may take longer); returns the watch and the submission time."""
     watch = JobWatch(stack, submit(stack, items, deadline_s))
     t_submit = time.monotonic()
-    while time.monotonic() - t_submit < for_s:
+    while time.monotonic() - t_submit < for_s or len(watch.first_seen) < min_results:
+        if time.monotonic() - t_submit > timeout:
+            raise TimeoutError(f"fewer than {min_results} results after {timeout} s")
         watch.poll()
         time.sleep(0.2)
     return watch, t_submit
@@ -206,13 +210,14 @@ def submit_and_watch(stack: Stack, items: list[dict], deadline_s: float, for_s: 
 # ----------------------------------------------------------------------------------------------------------
 def redis_restart(log_dir: Path, n_items: int = 120, kill_after_s: float = 6.0, down_s: float = 20.0,
                   latency_ms: float = 300.0, deadline_s: float = 240.0, worker_concurrency: int = 4,
-                  worker_env: dict[str, str] | None = None) -> dict:
-    """SIGKILL the private Redis ``kill_after_s`` into the job, start it again ``down_s`` later."""
+                  worker_env: dict[str, str] | None = None, min_results: int = 1) -> dict:
+    """SIGKILL the private Redis ``kill_after_s`` into the job (and after ``min_results`` results), start it
+    again ``down_s`` later."""
     items = mixed_items(n_items)
     with private_redis(log_dir / "redis") as server, running_stack(
             log_dir, env={"RVPO_REDIS_URL": server.url}, worker_env=worker_env,
             worker_concurrency=worker_concurrency, fake_env={"FAKE_LLM_LATENCY_MS": str(latency_ms)}) as stack:
-        watch, t_submit = submit_and_watch(stack, items, deadline_s, kill_after_s)
+        watch, t_submit = submit_and_watch(stack, items, deadline_s, kill_after_s, min_results)
         job_id, done_at_kill = watch.job_id, len(watch.first_seen)
         server.kill()
         t_down = time.monotonic()

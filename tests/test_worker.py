@@ -231,3 +231,22 @@ def test_any_exception_becomes_nan_with_a_reason_at_once(task_env):
     stored = json.loads(r.hget(f"{settings.key_prefix}:job:{job_id}:res", "0:judge"))
     assert set(stored["channels"]) == {"rubric/00", "rubric/01"} and not any(stored["channels"].values())
     assert all(reason.startswith("worker_error: ValueError") for reason in stored["reasons"].values()), stored
+
+
+def test_a_channel_closed_after_its_connection_is_a_connection_error(redis_url):
+    """The second close Celery makes after a connection loss (the first one having dropped the channel's pools
+    and detached the transport) must fail as a connection error - which the closing code ignores - not as an
+    AttributeError that stops the worker ("Unrecoverable error", seen in the Redis-restart scenario)."""
+    from kombu import Connection
+
+    from services.worker.redelivery import RedisTransport
+
+    conn = Connection(redis_url, transport=RedisTransport,
+                      transport_options={"global_keyprefix": f"{unique('t-wk')}:celery:"})
+    channel = conn.default_channel
+    channel.qos._delivered["tag-1"] = None  # one unacknowledged message to restore on close
+    channel._disconnect_pools()
+    conn.transport.client = None  # what kombu's Connection._do_close_transport does
+    with pytest.raises(redis.exceptions.ConnectionError):
+        channel.close()
+    conn.maybe_close_channel(channel)  # the closing code: ignores it

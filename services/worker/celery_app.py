@@ -45,6 +45,7 @@ def make_celery(settings: WorkerSettings | None = None) -> Celery:
         accept_content=["json"],
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
+        broker_transport="services.worker.redelivery:RedisTransport",
         broker_transport_options={
             "visibility_timeout": s.broker_visibility_timeout_s,
             "unacked_restore_interval": s.broker_restore_interval_s,

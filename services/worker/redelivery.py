@@ -24,6 +24,13 @@ Why this is safe: results are written with HSETNX under deterministic fields (se
 task that runs twice - a sweep that raced a renewal, a restore after the task had in fact written its result -
 changes nothing; the second run finds the result and returns.
 
+- :class:`RedisTransport` (the worker's broker transport): kombu's Redis transport with one fix. When the
+  connection is lost while the consumer's channel waits in BRPOP, Celery closes the connection twice; on the
+  second close the channel, its transport already detached, tries to restore its unacknowledged messages and
+  fails with ``AttributeError: 'NoneType' object has no attribute 'hostname'`` - not a connection error, so
+  the worker stops ("Unrecoverable error") instead of reconnecting. Here that case is a connection error, which
+  the close ignores; the messages stay unacknowledged in Redis and are re-queued as above.
+
 Also required, set in services/worker/celery_app.py: no Celery result backend. Cancelling a task on connection
 loss first writes its state to the result backend; with Redis down that write raised, the cancellation was
 abandoned half-way and the terminated task was then acknowledged as revoked - the lost results of issue 14.
@@ -38,6 +45,7 @@ import redis
 from celery import Task, bootsteps, signals
 from celery.exceptions import Reject
 from celery.worker import state
+from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,20 @@ class RequeueOnRedisLoss(Task):
                         self.request.id, exc)
             time.sleep(REQUEUE_PAUSE_S)
             raise Reject(f"redis unreachable: {exc}", requeue=True) from exc
+
+
+class _Channel(kombu_redis.Channel):
+    def _connparams(self, asynchronous: bool = False) -> dict:
+        if self.connection.client is None:  # the kombu connection was closed under this channel
+            raise redis.exceptions.ConnectionError("the broker connection is closed")
+        return super()._connparams(asynchronous)
+
+
+class RedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport; a channel whose connection was already closed raises a connection error (which
+    the closing code ignores) instead of an AttributeError that stops the worker."""
+
+    Channel = _Channel
 
 
 def held_tags() -> set[str]:
