@@ -39,7 +39,8 @@ async def _ready() -> tuple[bool, str]:
 
 
 app = FastAPI(title="rvpo judge", version="1", lifespan=lifespan)
-install_common(app, max_body_bytes=settings.judge_max_body_bytes, ready_check=_ready)
+install_common(app, max_body_bytes=settings.judge_max_body_bytes, ready_check=_ready,
+               api_token=settings.api_token)
 router = APIRouter(dependencies=[Depends(require_token(settings))], responses=ERROR_RESPONSES)
 
 
