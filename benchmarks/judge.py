@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from judge.backends.openai_compat import ClientPool  # noqa: E402
-from benchmarks.grader_calls import grader_bodies, naive  # noqa: E402
-from rvpo.procs import REDIS_URL, unique, uvicorn_server  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    FAKE_LLM_APP, REDIS_URL, grader_bodies, naive, unique, uvicorn_server)
 
 
 def workload(max_examples: int | None) -> list[dict]:
@@ -105,7 +105,7 @@ def main() -> None:
     prefix = unique("rvpo:judge:bench")
     logs = Path(tempfile.mkdtemp(prefix="bench-judge-"))
     fake_env = {"FAKE_LLM_LATENCY_MS": str(a.latency_ms), "FAKE_LLM_CONCURRENCY": str(a.concurrency)}
-    with uvicorn_server("tests.fake_llm:app", logs, env=fake_env) as fake:
+    with uvicorn_server(FAKE_LLM_APP, logs, env=fake_env) as fake:
         judge_env = {
             "RVPO_JUDGE_BASE_URL": fake.url + "/v1", "RVPO_JUDGE_MODEL": "fake-judge",
             "RVPO_JUDGE_CONCURRENCY": str(a.concurrency), "RVPO_JUDGE_MAX_BATCH_SIZE": str(a.batch_size),

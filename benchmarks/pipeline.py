@@ -35,8 +35,8 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.grader_calls import grader_bodies, naive  # noqa: E402
-from rvpo.procs import REDIS_URL, free_port, start_process, unique, uvicorn_args, wait_http  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    FAKE_LLM_APP, REDIS_URL, free_port, grader_bodies, naive, start_process, unique, uvicorn_args, wait_http)
 
 WORKER = [sys.executable, "-m", "celery", "-A", "services.worker.celery_app:celery_app", "worker",
           "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"]
@@ -114,8 +114,8 @@ def main() -> None:
         urls[name] = f"http://127.0.0.1:{port}"
 
     try:
-        app("fake", "tests.fake_llm:app", {"FAKE_LLM_LATENCY_MS": str(a.latency_ms),
-                                          "FAKE_LLM_CONCURRENCY": str(a.concurrency)})
+        app("fake", FAKE_LLM_APP, {"FAKE_LLM_LATENCY_MS": str(a.latency_ms),
+                                   "FAKE_LLM_CONCURRENCY": str(a.concurrency)})
         app("rules", "services.rules.app:app")
         app("judge", "judge.app:app", {"RVPO_JUDGE_BASE_URL": f"{urls['fake']}/v1"}, workers=a.judge_workers)
         env.update(RVPO_JUDGE_SERVICE_URL=urls["judge"], RVPO_RULES_SERVICE_URL=urls["rules"])

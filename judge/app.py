@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 
-from judge.schemas import JudgeRequest, JudgeResponse
+from contracts.judge import JudgeRequest, JudgeResponse
+from judge import metrics
 from judge.service import JudgeService
 from judge.settings import get_settings
-from services.common.http import install_common, require_token, too_many_items
+from services.common.http import ERROR_RESPONSES, install_common, require_token, too_many_items
 
 settings = get_settings()
 
@@ -38,8 +39,9 @@ async def _ready() -> tuple[bool, str]:
 
 
 app = FastAPI(title="rvpo judge", version="1", lifespan=lifespan)
-install_common(app, max_body_bytes=settings.judge_max_body_bytes, ready_check=_ready)
-router = APIRouter(dependencies=[Depends(require_token(settings))])
+install_common(app, max_body_bytes=settings.judge_max_body_bytes, ready_check=_ready,
+               api_token=settings.api_token)
+router = APIRouter(dependencies=[Depends(require_token(settings))], responses=ERROR_RESPONSES)
 
 
 @router.post("/v1/judge", response_model=JudgeResponse)
@@ -55,7 +57,8 @@ async def judge(body: JudgeRequest, request: Request) -> dict:
                          "msg": f"{len(item.rubrics)} rubric items, at most {settings.judge_max_rubrics}"}],
             )
     service: JudgeService = request.app.state.service
-    return {"items": await service.judge(body.items)}
+    with metrics.IN_FLIGHT.track_inprogress():
+        return {"items": await service.judge(body.items)}
 
 
 app.include_router(router)

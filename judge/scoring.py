@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from contracts.channels import rubric_channel
+
 N_BOOTSTRAP = 1000
 
 
@@ -50,12 +52,8 @@ def reward_channels(points: Sequence[float], met: Sequence[bool | None]) -> dict
     Raises ValueError on length mismatch."""
     if len(points) != len(met):
         raise ValueError(f"{len(points)} points but {len(met)} verdicts")
-    return {channel_name(j): (None if m is None else float(p) * float(m)) for j, (p, m) in enumerate(zip(points, met))}
-
-
-def channel_name(j: int) -> str:
-    """Name of the j-th rubric item's reward channel (docs/contracts.md)."""
-    return f"rubric/{j:02d}"
+    return {rubric_channel(j): (None if m is None else float(p) if m else 0.0)  # never -0.0 for a negative unmet
+            for j, (p, m) in enumerate(zip(points, met))}
 
 
 def example_metrics(rubrics: Sequence[Mapping], met: Sequence[bool | None],

@@ -6,7 +6,6 @@ Every command that waits on something longer than a second shows a rich progress
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from enum import Enum
@@ -28,38 +27,44 @@ class Service(str, Enum):
     rules = "rules"
 
 
-APPS = {Service.gateway: ("services.gateway.app:app", 8000), Service.judge: ("judge.app:app", 8001),
-        Service.rules: ("services.rules.app:app", 8002)}
-
-
 @app.command()
-def serve(service: Service, host: str = typer.Option("127.0.0.1", help="Bind address (loopback by default)."),
-          port: int = typer.Option(0, help="Port; 0 picks the service's default (8000 / 8001 / 8002)."),
+def serve(service: Service,
+          host: str = typer.Option(None, help="Bind address; default RVPO_<SERVICE>_HOST (127.0.0.1)."),
+          port: int = typer.Option(None, help="Port; default RVPO_<SERVICE>_PORT (8000 / 8001 / 8002)."),
           log_level: str = "info") -> None:
     """Serve one HTTP service (gateway, judge or rules) with uvicorn."""
     import uvicorn
 
-    target, default_port = APPS[service]
-    uvicorn.run(target, host=host, port=port or default_port, log_level=log_level)
+    from contracts.processes import HTTP_SERVICES
+    from rvpo.stack import bind_address
+
+    default_host, default_port = bind_address(service.value)
+    uvicorn.run(HTTP_SERVICES[service.value][0], host=host or default_host, port=port or default_port,
+                log_level=log_level)
 
 
 @app.command()
-def worker(concurrency: int = typer.Option(8, help="Worker processes (prefork pool; Celery enforces the time limits)."),
+def worker(concurrency: int = typer.Option(None, help="Prefork worker processes; default RVPO_WORKER_CONCURRENCY."),
            loglevel: str = "INFO") -> None:
     """Run a Celery worker that scores items through the judge and rules services."""
     from services.worker.celery_app import celery_app
 
-    celery_app.worker_main(["worker", f"--loglevel={loglevel}", f"--concurrency={concurrency}", "--pool=prefork"])
+    args = ["worker", f"--loglevel={loglevel}", "--pool=prefork"]
+    celery_app.worker_main(args + ([f"--concurrency={concurrency}"] if concurrency else []))
 
 
 @app.command()
-def up(host: str = "127.0.0.1", gateway_port: int = 8000, judge_port: int = 8001, rules_port: int = 8002,
+def up(host: str = typer.Option(None, help="Bind address of every service; default each one's RVPO_*_HOST."),
+       gateway_port: int = typer.Option(None, help="Default RVPO_GATEWAY_PORT (8000); 0 picks a free port."),
+       judge_port: int = typer.Option(None, help="Default RVPO_JUDGE_PORT (8001); 0 picks a free port."),
+       rules_port: int = typer.Option(None, help="Default RVPO_RULES_PORT (8002); 0 picks a free port."),
+       worker_concurrency: int = typer.Option(None, help="Default RVPO_WORKER_CONCURRENCY."),
        log_dir: Path = Path("runs/stack-logs")) -> None:
     """Run the whole stack as local processes (Redis too when none is reachable) until Ctrl-C."""
     from rvpo.stack import Stack, StackConfig, StackError
 
     stack = Stack(StackConfig(host=host, gateway_port=gateway_port, judge_port=judge_port, rules_port=rules_port,
-                              log_dir=log_dir))
+                              worker_concurrency=worker_concurrency, log_dir=log_dir))
     try:
         with console.status("starting redis, rules, judge, gateway and a worker ..."):
             stack.start()
@@ -105,17 +110,15 @@ def up(host: str = "127.0.0.1", gateway_port: int = 8000, judge_port: int = 8001
 @app.command()
 def score(input: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL records with `completion`."),
           output: Path = typer.Option(..., "-o", "--output", help="Where to write one scored line per input."),
-          gateway: str = typer.Option(os.environ.get("RVPO_GATEWAY_URL", "http://127.0.0.1:8000"),
-                                      help="Gateway base URL (env RVPO_GATEWAY_URL)."),
+          gateway: str = typer.Option(None, help="Gateway base URL; default RVPO_GATEWAY_URL (http://127.0.0.1:8000)."),
           answers: Path = typer.Option(None, help="BFCL possible-answer JSONL to join by id."),
           batch_size: int = typer.Option(64, help="Items per scoring job."),
           job_timeout: float = typer.Option(600.0, help="Seconds to wait for each job.")) -> None:
     """Score HealthBench- or BFCL-format records through the gateway."""
     from rvpo.scoring import score_file
 
-    token = os.environ.get("RVPO_API_TOKEN")
-    with _progress() as progress:
-        n, statuses = score_file(input, output, gateway, token=token, answers=answers, batch_size=batch_size,
+    with _progress() as progress:  # the token is RVPO_API_TOKEN (services.gateway.settings.GatewayClientSettings)
+        n, statuses = score_file(input, output, gateway, answers=answers, batch_size=batch_size,
                                  job_timeout_s=job_timeout, progress=progress)
     console.print(f"wrote {n} lines to {output} (jobs: {statuses})")
 
@@ -153,7 +156,7 @@ def train(config: Path = typer.Argument(..., exists=True, dir_okay=False, help="
 @app.command()
 def demo(out_dir: Path = typer.Option(Path("runs/demo"), help="Where the report and plot go.")) -> None:
     """The main job: start the stack, score real BFCL and HealthBench data, run a short RVPO training."""
-    from rvpo.demo import run_demo
+    from rvpo.demo.run import run_demo
 
     ok = run_demo(out_dir, console=console)
     raise typer.Exit(0 if ok else 1)

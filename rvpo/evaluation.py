@@ -16,7 +16,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from judge.scoring import channel_name, healthbench_report
+from contracts.channels import rubric_channel
+from judge.scoring import healthbench_report
 from rvpo.records import record_kind
 
 
@@ -40,7 +41,7 @@ def _verdicts(row: dict) -> list[bool | None]:
     channels = result.get("channels") or {}
     out: list[bool | None] = []
     for j in range(len(row["rubrics"])):
-        value = channels.get(channel_name(j))
+        value = channels.get(rubric_channel(j))
         out.append(None if value is None else value != 0)
     return out
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rvpo.client import GatewayClient
+from services.gateway.client import GatewayClient
 from rvpo.records import join_answers, read_jsonl, to_item, write_jsonl
 
 
-def score_records(records: list[dict[str, Any]], gateway_url: str, *, token: str | None = None,
+def score_records(records: list[dict[str, Any]], gateway_url: str | None = None, *, token: str | None = None,
                   batch_size: int = 64, job_timeout_s: float = 600.0, progress=None) -> tuple[list[dict], list[str]]:
     """Score records in jobs of ``batch_size``; returns (records with a ``result`` field, job statuses).
 
     Each output record is the input record plus ``result``: the gateway's per-item result (reward vector with
-    names, values and reasons, HealthBench score, BFCL verdict). Raises RecordError for a malformed record and
-    httpx.HTTPStatusError when the gateway rejects a batch (its body names the field).
+    names, values and reasons, HealthBench score, BFCL verdict). ``gateway_url`` / ``token``: None reads
+    ``RVPO_GATEWAY_URL`` / ``RVPO_API_TOKEN``. Raises RecordError for a malformed record and
+    services.gateway.client.GatewayError when the gateway rejects a batch (its body names the field).
     """
     items = [to_item(r, i) for i, r in enumerate(records)]
     client = GatewayClient(gateway_url, token=token)
@@ -35,7 +36,7 @@ def score_records(records: list[dict[str, Any]], gateway_url: str, *, token: str
     return out, statuses
 
 
-def score_file(input_path: Path, output_path: Path, gateway_url: str, *, token: str | None = None,
+def score_file(input_path: Path, output_path: Path, gateway_url: str | None = None, *, token: str | None = None,
                answers: Path | None = None, batch_size: int = 64, job_timeout_s: float = 600.0,
                progress=None) -> tuple[int, list[str]]:
     """Read, score and write; returns (lines written, job statuses)."""

@@ -1,4 +1,4 @@
-"""Every ``RVPO_*`` environment variable the services read, collected from their pydantic-settings classes.
+"""Every ``RVPO_*`` environment variable the services and clients read, from their pydantic-settings classes.
 
 `rvpo settings` prints it; tests check that the README documents each variable.
 """
@@ -11,13 +11,14 @@ from collections.abc import Iterator
 def settings_classes() -> list[tuple[str, type]]:
     """(part, settings class) for every service, shared settings first."""
     from judge.settings import JudgeSettings
-    from services.common.settings import CommonSettings
-    from services.gateway.settings import GatewaySettings
+    from services.common.settings import CommonSettings, QueueSettings
+    from services.gateway.settings import GatewayClientSettings, GatewaySettings
     from services.rules.settings import RulesSettings
     from services.worker.settings import WorkerSettings
 
-    return [("all services", CommonSettings), ("gateway", GatewaySettings), ("worker", WorkerSettings),
-            ("judge", JudgeSettings), ("rules", RulesSettings)]
+    return [("all services", CommonSettings), ("gateway, worker", QueueSettings), ("gateway", GatewaySettings),
+            ("worker", WorkerSettings), ("judge", JudgeSettings), ("rules", RulesSettings),
+            ("clients", GatewayClientSettings)]
 
 
 def env_rows() -> Iterator[tuple[str, str, str, str]]:

@@ -2,21 +2,122 @@
 
 Starts (in this order) Redis if none answers at ``RVPO_REDIS_URL`` (a private ``redis-server`` on a free
 port, nothing written to disk), the rules service, the judge service, the gateway and one Celery worker,
-waits until each answers its readiness probe, and stops everything it started on exit or Ctrl-C.
+waits until each answers its readiness probe, and stops everything it started on exit or Ctrl-C. Ports,
+hosts and the worker's concurrency come from each part's settings (``RVPO_*_PORT``, ``RVPO_*_HOST``,
+``RVPO_WORKER_CONCURRENCY``) unless the caller gives them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import redis
 
-from rvpo.procs import Proc, free_port, start_process, uvicorn_args, wait_http
+from contracts.processes import HTTP_SERVICES, WORKER_APP
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A started process with its log file; `stop()` sends SIGTERM then SIGKILL."""
+
+    def __init__(self, popen: subprocess.Popen, log: Path, url: str | None = None):
+        self.popen, self.log, self.url = popen, log, url
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to the whole process group (a Celery worker has children)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_process(args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
+    """Start `args` in its own process group (environment: this one plus `env`), stdout+stderr to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(log, "wb")
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    popen = subprocess.Popen(args, cwd=cwd, env=full_env, stdout=fh, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    return Proc(popen, log)
+
+
+def wait_http(url: str, proc: Proc, timeout: float = 60.0) -> None:
+    """Poll `url` until it answers 200; fail with the process log if it dies or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.popen.returncode}:\n{proc.log_text()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.stop()
+    raise TimeoutError(f"{url} not ready after {timeout}s:\n{proc.log_text()[-4000:]}")
+
+
+def uvicorn_args(app: str, host: str, port: int, log_level: str = "warning") -> list[str]:
+    """The command line that serves ASGI app `app` (\"module:attr\") with uvicorn on host:port."""
+    return [sys.executable, "-m", "uvicorn", app, "--host", host, "--port", str(port), "--log-level", log_level]
+
+
+def worker_args(concurrency: int | None = None, loglevel: str = "WARNING") -> list[str]:
+    """The command line of a prefork Celery worker; without `concurrency` it uses RVPO_WORKER_CONCURRENCY."""
+    args = [sys.executable, "-m", "celery", "-A", WORKER_APP, "worker", "--loglevel", loglevel, "--pool", "prefork"]
+    return args + (["--concurrency", str(concurrency)] if concurrency else [])
+
+
+def bind_address(service: str) -> tuple[str, int]:
+    """(host, port) a service binds by default: its settings (``RVPO_<SERVICE>_HOST`` / ``_PORT``)."""
+    if service == "gateway":
+        from services.gateway.settings import GatewaySettings
+
+        s = GatewaySettings()
+        return s.gateway_host, s.gateway_port
+    if service == "judge":
+        from judge.settings import JudgeSettings
+
+        s = JudgeSettings()
+        return s.judge_host, s.judge_port
+    if service == "rules":
+        from services.rules.settings import RulesSettings
+
+        s = RulesSettings()
+        return s.rules_host, s.rules_port
+    raise ValueError(f"unknown service {service!r}; expected one of {sorted(HTTP_SERVICES)}")
 
 
 class StackError(RuntimeError):
@@ -27,15 +128,17 @@ class StackError(RuntimeError):
 class StackConfig:
     """Where the local stack listens and how it is configured.
 
-    ``env`` is passed to every process on top of the current environment (e.g. ``RVPO_JUDGE_BASE_URL``).
-    Ports of 0 are replaced by free ports.
+    ``host`` / ports / ``worker_concurrency`` left None come from the settings (``RVPO_GATEWAY_HOST``,
+    ``RVPO_GATEWAY_PORT``, ``RVPO_JUDGE_PORT``, ``RVPO_RULES_PORT``, ``RVPO_WORKER_CONCURRENCY``, ...); ports of 0
+    are replaced by free ports. ``env`` is passed to every process on top of the current environment (e.g.
+    ``RVPO_JUDGE_BASE_URL``).
     """
 
-    host: str = "127.0.0.1"
-    gateway_port: int = 8000
-    judge_port: int = 8001
-    rules_port: int = 8002
-    worker_concurrency: int = field(default_factory=lambda: int(os.environ.get("RVPO_WORKER_CONCURRENCY", "4")))
+    host: str | None = None
+    gateway_port: int | None = None
+    judge_port: int | None = None
+    rules_port: int | None = None
+    worker_concurrency: int | None = None
     log_dir: Path = Path("runs/stack-logs")
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 120.0
@@ -52,7 +155,9 @@ class Stack:
 
     # -- redis -----------------------------------------------------------------------------------
     def _ensure_redis(self) -> str:
-        url = self.config.env.get("RVPO_REDIS_URL") or os.environ.get("RVPO_REDIS_URL", "redis://127.0.0.1:6379/0")
+        from services.common.settings import CommonSettings
+
+        url = self.config.env.get("RVPO_REDIS_URL") or CommonSettings().redis_url
         try:
             redis.Redis.from_url(url, socket_connect_timeout=1).ping()
             return url
@@ -79,31 +184,31 @@ class Stack:
         raise StackError(f"redis-server did not start; see {proc.log}")
 
     # -- services --------------------------------------------------------------------------------
-    def _port(self, p: int) -> int:
-        return p or free_port()
+    def _address(self, service: str, port: int | None) -> tuple[str, int]:
+        host, default = bind_address(service)
+        port = default if port is None else port
+        return self.config.host or host, port or free_port()
 
     def start(self) -> "Stack":
         """Start every process and wait until all are ready. Raises StackError (after cleaning up) on failure."""
         c = self.config
         try:
             redis_url = self._ensure_redis()
-            ports = {"rules": self._port(c.rules_port), "judge": self._port(c.judge_port),
-                     "gateway": self._port(c.gateway_port)}
-            self.urls = {name: f"http://{c.host}:{port}" for name, port in ports.items()}
+            addresses = {"rules": self._address("rules", c.rules_port), "judge": self._address("judge", c.judge_port),
+                         "gateway": self._address("gateway", c.gateway_port)}
+            self.urls = {name: f"http://{host}:{port}" for name, (host, port) in addresses.items()}
             self.env = {
                 **c.env,
                 "RVPO_REDIS_URL": redis_url,
                 "RVPO_JUDGE_SERVICE_URL": self.urls["judge"],
                 "RVPO_RULES_SERVICE_URL": self.urls["rules"],
             }
-            apps = {"rules": "services.rules.app:app", "judge": "judge.app:app", "gateway": "services.gateway.app:app"}
+            apps = {name: HTTP_SERVICES[name][0] for name in addresses}
             for name, app in apps.items():
-                self.procs[name] = start_process(uvicorn_args(app, c.host, ports[name]), c.log_dir / f"{name}.log",
+                host, port = addresses[name]
+                self.procs[name] = start_process(uvicorn_args(app, host, port), c.log_dir / f"{name}.log", self.env)
+            self.procs["worker"] = start_process(worker_args(c.worker_concurrency), c.log_dir / "worker.log",
                                                  self.env)
-            self.procs["worker"] = start_process(
-                [sys.executable, "-m", "celery", "-A", "services.worker.celery_app:celery_app", "worker",
-                 "--loglevel", "WARNING", "--concurrency", str(c.worker_concurrency), "--pool", "prefork"],
-                c.log_dir / "worker.log", self.env)
             for name in apps:  # the judge is up once it answers; its LLM backend may come later (see judge_ready)
                 probe = "/livez" if name == "judge" else "/readyz"
                 wait_http(self.urls[name] + probe, self.procs[name], c.ready_timeout_s)
@@ -118,8 +223,6 @@ class Stack:
 
     def judge_ready(self) -> tuple[bool, str]:
         """Whether the judge's LLM backend answers (its `/readyz`); grading waits for it otherwise."""
-        import httpx
-
         try:
             resp = httpx.get(self.urls["judge"] + "/readyz", timeout=10)
             return resp.status_code == 200, resp.json().get("detail", "")

@@ -9,14 +9,14 @@ model:
   hidden_size: 64                 # tiny model only
   num_layers: 2
   warm_start: {base_steps: 150, noisy_steps: 30, batch_size: 32, lr: 0.003, p_wrong_value: 0.5}
-task:                             # the synthetic BFCL-doc tool-calling task (trainer.tooltask)
+task:                             # the synthetic BFCL-doc tool-calling task (rvpo.demo.tooltask)
   n_functions: 4
   n_train_per_fn: 32
   seed: 0
 rewards:
   source: gateway                 # gateway (REST -> Celery -> rules) or local (in-process rules library)
-  gateway_url: http://127.0.0.1:8000
-  channels: [rules/format, rules/function_name, rules/required_args, rules/arg_values]
+  gateway_url: http://127.0.0.1:8000   # default: RVPO_GATEWAY_URL
+  channels: [rules/format, rules/function_name, rules/required_args, rules/arg_values]  # default: the task's 7
 trl:                              # any RVPOConfig / GRPOConfig field
   advantage_method: rvpo
   risk_schedule: linear
@@ -30,7 +30,6 @@ HealthBench rows are evaluation data (they carry a canary) and are refused as a 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,6 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-DEFAULT_CHANNELS = ["rules/format", "rules/function_name", "rules/required_args", "rules/no_unexpected_args",
-                    "rules/arg_types", "rules/arg_values"]
 TRL_DEFAULTS: dict[str, Any] = {
     "advantage_method": "rvpo", "risk_schedule": "linear", "risk_start": 0.5, "risk_end": 2.0,
     "max_steps": 8, "per_device_train_batch_size": 16, "num_generations": 8, "max_completion_length": 48,
@@ -65,13 +62,15 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 def _reward_funcs(rewards_cfg: dict[str, Any]):
-    channels = list(rewards_cfg.get("channels") or DEFAULT_CHANNELS)
+    from rvpo.demo.tooltask import CHANNELS
+
+    channels = list(rewards_cfg.get("channels") or CHANNELS)
     source = rewards_cfg.get("source", "gateway")
     if source == "gateway":
         from trainer.reward_client import RemoteRewardClient
 
-        url = rewards_cfg.get("gateway_url") or os.environ.get("RVPO_GATEWAY_URL", "http://127.0.0.1:8000")
-        client = RemoteRewardClient(url, token=os.environ.get("RVPO_API_TOKEN"), rubric_slots=0,
+        # URL: rewards.gateway_url, else RVPO_GATEWAY_URL; token: RVPO_API_TOKEN (GatewayClientSettings)
+        client = RemoteRewardClient(rewards_cfg.get("gateway_url"), rubric_slots=0,
                                     rule_channels=channels, timeout_s=float(rewards_cfg.get("timeout_s", 300)))
         return client.reward_funcs(), client
     if source == "local":
@@ -88,8 +87,8 @@ def _model_path(cfg: dict[str, Any], rows: list[dict], functions, out_dir: Path,
     model_cfg = cfg.get("model") or {}
     if model_cfg.get("path"):
         return str(model_cfg["path"])
-    from trainer.tooltask import sft_pairs, tokenizer_corpus
-    from trainer.warmstart import build_base, finetune
+    from rvpo.demo.tooltask import sft_pairs, tokenizer_corpus
+    from rvpo.demo.warmstart import build_base, finetune
 
     ws = {"base_steps": 150, "noisy_steps": 30, "batch_size": 32, "lr": 3e-3, "p_wrong_value": 0.5,
           **(model_cfg.get("warm_start") or {})}
@@ -126,7 +125,7 @@ def run_training(cfg: dict[str, Any], console: Console | None = None) -> dict[st
 
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     hf_logging.disable_progress_bar()
-    from trainer.tooltask import load_functions, make_splits
+    from rvpo.demo.tooltask import load_functions, make_splits
 
     console = console or Console()
     out_dir = Path(cfg.get("output_dir", "runs/train"))

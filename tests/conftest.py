@@ -20,6 +20,6 @@ def redis_url() -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Qwen2 model + locally trained tokenizer, saved once per test session."""
-    from rvpo.tinymodel import build_tiny_qwen2
+    from rvpo.demo.tinymodel import build_tiny_qwen2
 
     return build_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"))

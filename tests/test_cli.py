@@ -6,6 +6,7 @@ verdicts independently of the judge's code."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -15,16 +16,15 @@ import httpx
 import pytest
 import redis
 
+from rvpo.data import DATA_DIR
 from rvpo.records import join_answers, read_jsonl
 from tests.procs import REDIS_URL, REPO_ROOT, free_port, start_process, unique, uvicorn_server, wait_http
 
-DATA = REPO_ROOT / "data"
+DATA = DATA_DIR
 RVPO = [sys.executable, "-m", "rvpo.cli"]
 
 
 def _longest_word(text: str) -> str:
-    import re
-
     words = re.findall(r"[A-Za-z]+", text)
     return max(words, key=len).lower() if words else ""  # max keeps the first of equal lengths
 
@@ -35,12 +35,13 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     with uvicorn_server("tests.fake_llm:app", tmp) as llm:
         ports = [free_port() for _ in range(3)]
+        # ports and the worker's concurrency from the settings (RVPO_*), not from flags: what `rvpo up` reads
         env = {"RVPO_REDIS_URL": REDIS_URL, "RVPO_KEY_PREFIX": unique("rvpo-cli"),
                "RVPO_CELERY_QUEUE": unique("cli"), "RVPO_JUDGE_CACHE_PREFIX": unique("cli-cache"),
-               "RVPO_JUDGE_BASE_URL": llm.url + "/v1", "RVPO_JUDGE_MODEL": "fake-judge"}
-        proc = start_process(RVPO + ["up", "--gateway-port", str(ports[0]), "--judge-port", str(ports[1]),
-                                     "--rules-port", str(ports[2]), "--log-dir", str(tmp / "logs")],
-                             tmp / "up.log", env)
+               "RVPO_JUDGE_BASE_URL": llm.url + "/v1", "RVPO_JUDGE_MODEL": "fake-judge",
+               "RVPO_GATEWAY_PORT": str(ports[0]), "RVPO_JUDGE_PORT": str(ports[1]), "RVPO_RULES_PORT": str(ports[2]),
+               "RVPO_WORKER_CONCURRENCY": "2"}
+        proc = start_process(RVPO + ["up", "--log-dir", str(tmp / "logs")], tmp / "up.log", env)
         gateway = f"http://127.0.0.1:{ports[0]}"
         try:
             wait_http(gateway + "/readyz", proc, timeout=120)
@@ -48,7 +49,7 @@ def stack(tmp_path_factory):
             while "Ctrl-C" not in proc.log_text():  # printed once every process is ready
                 assert time.monotonic() < deadline and proc.popen.poll() is None, proc.log_text()
                 time.sleep(0.2)
-            yield gateway, env, proc, ports
+            yield gateway, env, proc, ports, tmp / "logs"
         finally:
             proc.stop()
             keys = redis.Redis.from_url(REDIS_URL).keys(env["RVPO_KEY_PREFIX"] + "*")
@@ -67,15 +68,15 @@ def _bfcl_rows() -> list[dict]:
 
 
 def test_score_and_eval_through_rvpo_up(stack, tmp_path):
-    gateway, env, _, _ = stack
+    gateway, env, *_ = stack
     hb = list(read_jsonl(DATA / "healthbench_sample.jsonl"))[:2]
     hb_rows = [{**r, "completion": r["ideal_completions_data"]["ideal_completion"]}
                for r in hb if r.get("ideal_completions_data")]
     inp = tmp_path / "in.jsonl"
     inp.write_text("".join(json.dumps(r) + "\n" for r in _bfcl_rows() + hb_rows))
     out = tmp_path / "out.jsonl"
-    res = subprocess.run(RVPO + ["score", str(inp), "-o", str(out), "--gateway", gateway], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=240, env={**_os_env(), **env})
+    res = subprocess.run(RVPO + ["score", str(inp), "-o", str(out)], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=240, env={**_os_env(), **env, "RVPO_GATEWAY_URL": gateway})  # no --gateway
     assert res.returncode == 0, res.stdout + res.stderr
     scored = list(read_jsonl(out))
     assert len(scored) == 2 + len(hb_rows)  # one output line per input line, in order
@@ -105,8 +106,15 @@ def _os_env() -> dict:
     return dict(os.environ)
 
 
+def test_rvpo_up_reads_ports_and_worker_concurrency_from_the_settings(stack):
+    gateway, _, _, ports, logs = stack
+    for port in ports:  # RVPO_GATEWAY_PORT, RVPO_JUDGE_PORT, RVPO_RULES_PORT
+        assert httpx.get(f"http://127.0.0.1:{port}/livez", timeout=5).status_code == 200
+    assert re.search(r"concurrency:\s+2 \(prefork\)", (logs / "worker.log").read_text()), "RVPO_WORKER_CONCURRENCY"
+
+
 def test_rvpo_up_stops_everything_on_ctrl_c(stack):
-    gateway, _, proc, ports = stack
+    gateway, _, proc, ports, _ = stack
     assert httpx.get(gateway + "/livez").status_code == 200
     proc.popen.send_signal(signal.SIGINT)  # what Ctrl-C delivers
     assert proc.popen.wait(timeout=60) == 0, proc.log_text()
@@ -135,7 +143,7 @@ def test_training_config_refuses_healthbench_and_names_bad_keys(tmp_path):
     from rvpo.training import TrainConfigError, load_config
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("task:\n  dataset: data/healthbench_sample.jsonl\n")
+    cfg.write_text("task:\n  dataset: rvpo/data/healthbench_sample.jsonl\n")
     with pytest.raises(TrainConfigError, match="canary"):
         load_config(cfg)
     cfg.write_text("- not a mapping\n")

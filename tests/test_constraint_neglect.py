@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer import tooltask as task
+from rvpo.demo import tooltask as task
 from benchmarks.constraint_neglect.analysis import paired_test
 from benchmarks.constraint_neglect.evaluate import score_rows, summarize
 from benchmarks.constraint_neglect.taylor import softmin_weights_np, taylor_side, zscores

@@ -7,6 +7,7 @@ channels, simple-evals' per-example score, and obvious BFCL verdicts (the right 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -208,3 +209,79 @@ def test_backend_that_never_answers_gives_partial_within_deadline(stack):
     # frozen: asking again later gives the same answer
     assert httpx.get(f"{stack.urls['gateway']}/v1/jobs/{job_id}", headers=AUTH).json()["items"] == job["items"]
     assert not any(math.isnan(v) for row in dense["rewards"] for v in row if v is not None)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Poison inputs: every boundary answers 422 naming the field, never 202 then NaN, never a 500
+# ----------------------------------------------------------------------------------------------------------
+DOC = {"name": "area", "parameters": {"type": "dict", "required": ["b"], "properties": {"b": {"type": "integer"}}}}
+GOOD = {"id": "ok", "prompt": [{"role": "user", "content": "Area for b=1?"}], "completion": "[area(b=1)]",
+        "tools": [DOC], "ground_truth": [{"area": {"b": [1]}}]}
+HB = {"id": "hb", "prompt": [{"role": "user", "content": "I have a fever."}], "completion": "Rest.",
+      "rubrics": [{"criterion": "Advises rest", "points": 5}]}
+BIG = 12345.678125  # written as 1e999 in the raw body (Python's JSON reads it as inf)
+
+
+def raw(body: dict) -> bytes:
+    """JSON text as a careless client writes it: NaN / Infinity tokens, 1e999, \\ud800 escapes."""
+    return json.dumps(body, allow_nan=True).replace(repr(BIG), "1e999").encode()
+
+
+@pytest.mark.parametrize("item, loc, words", [
+    (dict(HB, prompt=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]), ["prompt"],
+     "last prompt message"),
+    (dict(HB, prompt=[{"role": "user", "content": None}]), ["prompt"], "content is null"),
+    (dict(HB, prompt=[{"role": "narrator", "content": "a"}]), ["prompt", "messages", 0, "role"], "user"),
+    (dict(HB, rubrics=[{"criterion": "c", "points": math.nan}]), ["rubrics", 0, "points"], "finite"),
+    (dict(HB, rubrics=[{"criterion": "c", "points": math.inf}]), ["rubrics", 0, "points"], "finite"),
+    (dict(HB, rubrics=[{"criterion": "c", "points": -math.inf}]), ["rubrics", 0, "points"], "finite"),
+    (dict(HB, rubrics=[{"criterion": "c", "points": BIG}]), ["rubrics", 0, "points"], "finite"),
+    (dict(GOOD, ground_truth=[{"volume": {"b": [1]}}]), ["ground_truth"], "not among the tools"),
+    (dict(GOOD, ground_truth=[{"area": {"b": [math.nan]}}]), ["ground_truth"], "not a finite number"),
+    (dict(GOOD, tools=[dict(DOC, description=BIG)]), ["tools"], "not a finite number"),
+    (dict(GOOD, completion="[area(b='\ud800')]"), ["completion", "text"], "unicode"),
+    (dict(HB, rubrics=[{"criterion": "c\udfff", "points": 1}]), ["rubrics", 0, "criterion"], "unicode"),
+    (dict(GOOD, completion={"role": "assistant", "content": None,
+                            "tool_calls": [{"function": {"name": "area", "arguments": {"b": math.nan}}}]}),
+     ["completion", "message", "tool_calls", 0], "not a finite number"),
+])
+def test_poison_items_are_422_at_submission(stack, item, loc, words):
+    resp = httpx.post(stack.urls["gateway"] + "/v1/score", content=raw({"items": [GOOD, dict(item, id="bad")]}),
+                      headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.status_code == 422, resp.text
+    errors = resp.json()["detail"]  # parses: the echoed input carries no NaN / surrogate
+    assert any(e["loc"] == ["body", "items", 1, *loc] and words.lower() in e["msg"].lower() for e in errors), errors
+
+
+def test_documented_toolrl_response_option_is_accepted(stack):
+    item = dict(GOOD, options={"toolrl_response": False})
+    resp = httpx.post(stack.urls["gateway"] + "/v1/score", params={"wait": 30}, json={"items": [item]},
+                      headers=AUTH, timeout=60)
+    assert resp.status_code == 200 and resp.json()["status"] == "done", resp.text
+
+
+@pytest.mark.parametrize("service, path, item", [
+    ("judge", "/v1/judge", {k: HB[k] for k in ("id", "prompt", "completion")} | {
+        "rubrics": [{"criterion": "c", "points": math.nan}]}),
+    ("judge", "/v1/judge", {**{k: HB[k] for k in ("id", "prompt", "rubrics")}, "completion": "x\ud800"}),
+    ("rules", "/v1/rules/score", {k: GOOD[k] for k in ("id", "completion", "tools")} | {
+        "ground_truth": [{"area": {"b": [math.inf]}}]}),
+    ("rules", "/v1/rules/score", {k: GOOD[k] for k in ("id", "tools", "ground_truth")} | {"completion": "\ud800"}),
+])
+def test_services_answer_422_never_500_for_poison(stack, service, path, item):
+    resp = httpx.post(stack.urls[service] + path, content=raw({"items": [item]}),
+                      headers={**AUTH, "Content-Type": "application/json"}, timeout=30)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"][0]["loc"][:3] == ["body", "items", 0]
+
+
+def test_no_negative_zero_on_the_wire(stack):
+    """An unmet negative-points criterion is worth 0 (points * met): `0.0`, never `-0.0`, in every answer."""
+    item = dict(HB, rubrics=[{"criterion": "Recommends antibiotics", "points": -6}])  # keyword absent: not met
+    resp = httpx.post(stack.urls["gateway"] + "/v1/score", params={"wait": 30}, json={"items": [item]},
+                      headers=AUTH, timeout=60)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["items"][0]["channels"]["rubric/00"] == 0.0
+    assert "-0.0" not in resp.text
+    direct = httpx.post(stack.urls["judge"] + "/v1/judge", json={"items": [item]}, headers=AUTH, timeout=30)
+    assert direct.json()["items"][0]["channels"]["rubric/00"] == 0.0 and "-0.0" not in direct.text

@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from judge.scoring import (aggregate, bootstrap_std, channel_name, clipped_mean, example_metrics, example_score,
-                           healthbench_report, reward_channels)
+from contracts.channels import rubric_channel
+from judge.scoring import (aggregate, bootstrap_std, clipped_mean, example_metrics, example_score, healthbench_report,
+                           reward_channels)
 
 
 def test_hand_computed_example_scores():
@@ -38,7 +39,10 @@ def test_null_verdicts_are_left_out_not_counted_as_unmet():
 def test_reward_channels_are_points_times_met_and_null_for_null():
     ch = reward_channels([7, 5, 10, -6, 3], [True, False, True, True, None])
     assert ch == {"rubric/00": 7.0, "rubric/01": 0.0, "rubric/02": 10.0, "rubric/03": -6.0, "rubric/04": None}
-    assert channel_name(3) == "rubric/03" and channel_name(12) == "rubric/12" and channel_name(100) == "rubric/100"
+    assert rubric_channel(3) == "rubric/03" and rubric_channel(12) == "rubric/12" and rubric_channel(100) == "rubric/100"
+    # an unmet negative criterion is +0.0, never -0.0 (which JSON would carry as "-0.0")
+    unmet = reward_channels([-6, -2.5], [False, False])
+    assert all(v == 0.0 and math.copysign(1.0, v) == 1.0 for v in unmet.values())
 
 
 def test_example_metrics_follow_grade_sample():

@@ -60,8 +60,10 @@ def test_reward_funcs_share_one_job_and_match_the_services(stack):
     funcs = client.reward_funcs()
     assert [f.__name__ for f in funcs] == [f"rubric/{j:02d}" for j in range(4)] + RULES
     before = jobs_submitted(stack)
+    metrics, extra = [], []
     out = {f.__name__: f(prompts=prompts, completions=completions, completion_ids=None, trainer_state=None,
-                         log_extra=print, **columns) for f in funcs}
+                         log_metric=lambda name, value: metrics.append((name, value)),
+                         log_extra=lambda column, values: extra.append((column, values)), **columns) for f in funcs}
     assert jobs_submitted(stack) - before == 1  # one gateway job for all 13 channels
     assert all(len(v) == len(prompts) for v in out.values())
 
@@ -84,6 +86,17 @@ def test_reward_funcs_share_one_job_and_match_the_services(stack):
     assert client.last.reasons[4][0].startswith("unscorable")
     assert client.last.reasons[3][3] == "absent: prompt has only 3 rubric criteria"
     assert max_rubric_count(columns["rubrics"]) == 3
+
+    # TRL's logs: each channel's NaN fraction, by hand from the batch layout (rows 0-2 have tools, row 3 three
+    # rubric criteria, row 4 neither), and the null cells' reasons counted once per batch
+    fractions = {name[len("rewards/"):-len("/nan_fraction")]: v for name, v in metrics if name.endswith("nan_fraction")}
+    assert fractions == {"rubric/00": 4 / 5, "rubric/01": 4 / 5, "rubric/02": 4 / 5, "rubric/03": 1.0,
+                         **{name: 2 / 5 for name in RULES}}
+    counts = {name.rsplit("/", 1)[1]: v for name, v in metrics if name.startswith("rewards/nan_reasons/")}
+    # row 4: all 13 channels unscorable; row 3: rubric/03 + 9 rule channels absent; rows 0-2: 4 rubric slots absent
+    assert counts == {"unscorable": 13, "absent": 1 + 9 + 3 * 4}
+    assert len(extra) == 1 and extra[0][0] == "unscored"
+    assert extra[0][1][:4] == [None] * 4 and extra[0][1][4].count("=unscorable") == 13
     client.close()
 
 

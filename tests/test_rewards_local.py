@@ -133,3 +133,37 @@ def test_inside_a_real_rvpo_training_run(tiny_model_dir, tmp_path):
         for j, ch in enumerate(SEVEN):
             vals = [row[j] for row in matrix if not math.isnan(row[j])]
             assert entry[f"rewards/{ch}/mean"] == pytest.approx(sum(vals) / len(vals), abs=1e-6)
+
+
+def test_unscored_channels_reach_trls_logs(tiny_model_dir, tmp_path):
+    """A real RVPOTrainer run where one of the two prompts has no ground truth: in every generation batch (both
+    prompts, two completions each) half the completions have `rules/function_name` NaN (`no_ground_truth`, by
+    the channel definitions), `rules/format` never. TRL logs that per step, and the completions table carries
+    the reason per completion."""
+    import pandas as pd
+    from datasets import Dataset
+
+    from tests.trainer_fixtures import tiny_args
+    from trainer.config import RVPOConfig
+    from trainer.trainer import RVPOTrainer
+
+    channels = ["rules/format", "rules/function_name"]
+    data = Dataset.from_list([
+        {"prompt": "Find the area of a triangle with base 10 and height 5.", "tools": json.dumps([DOC]),
+         "ground_truth": json.dumps(TRUTH)},
+        {"prompt": "Find the area of a triangle.", "tools": json.dumps([DOC]), "ground_truth": json.dumps(None)}])
+    args = tiny_args(RVPOConfig, tmp_path, advantage_method="rvpo", log_completions=True)
+    trainer = RVPOTrainer(model=str(tiny_model_dir), reward_funcs=rules_reward_funcs(channels, format="hermes"),
+                          args=args, train_dataset=data)
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "rewards/rules/format/mean" in e]
+    assert len(logged) == 2
+    for entry in logged:
+        assert entry["rewards/rules/format/nan_fraction"] == 0.0
+        assert entry["rewards/rules/function_name/nan_fraction"] == pytest.approx(0.5)
+        assert entry["rewards/nan_reasons/no_ground_truth"] == pytest.approx(2.0)  # 2 completions x 1 channel
+    table = pd.read_parquet(tmp_path / "completions" / "completions_00002.parquet")
+    assert len(table) == 4 and sum("base 10" in str(p) for p in table["prompt"]) == 2
+    for prompt, unscored in zip(table["prompt"], table["unscored"]):
+        expected = None if "base 10" in str(prompt) else "rules/function_name=no_ground_truth"
+        assert (pd.isna(unscored) if expected is None else unscored == expected), (prompt, unscored)

@@ -1,23 +1,22 @@
 """RVPO trainer: advantage aggregators (`compute_advantages`), risk schedules and a TRL GRPOTrainer subclass.
 
-`import trainer` / `trainer.aggregation` load torch only; `RVPOConfig` and `RVPOTrainer` import TRL on first use.
+Every export is loaded on first use: `import trainer.reward_client` (the gateway reward source) loads neither
+torch nor TRL; `compute_advantages` / `METHODS` / `schedules` load torch, `RVPOConfig` / `RVPOTrainer` TRL.
 """
 
 from __future__ import annotations
 
-from trainer import schedules
-from trainer.aggregation import METHODS, compute_advantages
+import importlib
 
 __all__ = ["METHODS", "RVPOConfig", "RVPOTrainer", "compute_advantages", "schedules"]
 
+_EXPORTS = {"METHODS": "trainer.aggregation", "compute_advantages": "trainer.aggregation",
+            "RVPOConfig": "trainer.config", "RVPOTrainer": "trainer.trainer"}
+
 
 def __getattr__(name: str):
-    if name == "RVPOConfig":
-        from trainer.config import RVPOConfig
-
-        return RVPOConfig
-    if name == "RVPOTrainer":
-        from trainer.trainer import RVPOTrainer
-
-        return RVPOTrainer
+    if name == "schedules":
+        return importlib.import_module("trainer.schedules")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'trainer' has no attribute {name!r}")

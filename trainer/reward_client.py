@@ -20,32 +20,27 @@ import hashlib
 import json
 import logging
 import math
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from services.worker.channels import RULE_CHANNELS, rubric_channels
+from contracts.channels import RULE_CHANNELS, check_rule_channels, rubric_channels
+from contracts.results import FINAL_STATUSES
+from services.common.httpclient import GATEWAY_CALL
+from services.gateway.client import GatewayClient, GatewayError
+from trainer.reward_logging import RewardReporter
 from trainer.rewards import completion_payload
 
 log = logging.getLogger(__name__)
 
 ROW_COLUMNS = ("rubrics", "tools", "ground_truth", "mode", "format", "options")
-TERMINAL = ("done", "partial", "failed")
 
 
-class RewardClientError(RuntimeError):
+class RewardClientError(GatewayError):
     """The gateway rejected a batch (4xx: the message carries its body, naming the field) or, with
     ``on_error="raise"``, could not be reached within the retries."""
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, httpx.TransportError):
-        return True
-    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (408, 429, 500, 502, 503, 504)
 
 
 def _load(value: Any) -> Any:
@@ -87,10 +82,11 @@ class RemoteRewardClient:
     """Pull reward vectors for a generation batch from the gateway (REST -> Celery -> judge / rules).
 
     Args:
-        gateway_url: base URL of the gateway, e.g. ``http://127.0.0.1:8000``.
-        token: bearer token (``RVPO_API_TOKEN`` of the gateway), or None.
+        gateway_url: base URL of the gateway, e.g. ``http://127.0.0.1:8000``; None = ``RVPO_GATEWAY_URL``.
+        token: bearer token (``RVPO_API_TOKEN`` of the gateway); None = ``RVPO_API_TOKEN`` of this process.
         timeout_s: longest wait for one batch's job to finish (seconds); what is still missing then is NaN.
-        max_retries: attempts per HTTP request on transport errors and 408/429/5xx (tenacity, exponential backoff).
+        max_retries: attempts per HTTP request on transport errors and 408/429/5xx (tenacity, exponential backoff;
+            a retried submission keeps its ``Idempotency-Key``, so it never creates a second job).
         rubric_slots: K_r, the number of ``rubric/jj`` channels (the largest rubric count in the dataset); a
             prompt with more criteria loses the extra ones (logged).
         rule_channels: the rule channels to expose, by name (default: all nine of docs/contracts.md).
@@ -99,45 +95,34 @@ class RemoteRewardClient:
         on_error: ``"nan"`` (default) turns an unreachable gateway into an all-NaN batch (logged);
             ``"raise"`` raises RewardClientError instead. A 4xx answer always raises.
 
+    The reward functions also report, through TRL's ``log_metric`` / ``log_extra``, each channel's NaN fraction
+    and the reasons counted (trainer/reward_logging.py).
+
     Raises:
         ValueError: for a negative ``rubric_slots``, an unknown rule channel or an unknown ``on_error``.
     """
 
-    def __init__(self, gateway_url: str, token: str | None = None, timeout_s: float = 600.0, max_retries: int = 3,
-                 rubric_slots: int = 16, rule_channels: Sequence[str] = RULE_CHANNELS,
+    def __init__(self, gateway_url: str | None = None, token: str | None = None, timeout_s: float = 600.0,
+                 max_retries: int = 3, rubric_slots: int = 16, rule_channels: Sequence[str] = RULE_CHANNELS,
                  request_timeout_s: float = 30.0, poll_s: float = 10.0, on_error: str = "nan"):
-        unknown = [c for c in rule_channels if c not in RULE_CHANNELS]
-        if rubric_slots < 0 or unknown or on_error not in ("nan", "raise"):
-            raise ValueError(f"rubric_slots must be >= 0 (got {rubric_slots}); unknown rule channels {unknown}; "
+        if rubric_slots < 0 or on_error not in ("nan", "raise"):
+            raise ValueError(f"rubric_slots must be >= 0 (got {rubric_slots}); "
                              f"on_error must be 'nan' or 'raise' (got {on_error!r})")
-        self.gateway_url = gateway_url.rstrip("/")
+        self.rule_channels = check_rule_channels(rule_channels)
+        self.gateway = GatewayClient(gateway_url, token, request_timeout_s,
+                                     GATEWAY_CALL.with_(attempts=max(max_retries, 1)))
+        self.gateway_url = self.gateway.base_url
         self.timeout_s, self.poll_s, self.on_error = timeout_s, poll_s, on_error
-        self.rubric_slots, self.rule_channels = rubric_slots, list(rule_channels)
+        self.rubric_slots = rubric_slots
         self.channel_names = rubric_channels(rubric_slots) + self.rule_channels
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.gateway_url, headers=headers,
-                                 timeout=httpx.Timeout(request_timeout_s + poll_s, connect=min(request_timeout_s, 10)))
-        self._retrying = Retrying(retry=retry_if_exception(_retryable), stop=stop_after_attempt(max(max_retries, 1)),
-                                  wait=wait_exponential(multiplier=0.2, max=5.0), reraise=True)
         self._memo: OrderedDict[str, RewardBatch] = OrderedDict()
-        self.requests = 0  # HTTP requests sent (one batch: 1 POST + >= 1 GET)
+        self._reporter = RewardReporter()
         self.last: RewardBatch | None = None
 
-    # -- HTTP ---------------------------------------------------------------------------------------------
-    def _request(self, method: str, url: str, **kw) -> dict:
-        def once() -> dict:
-            self.requests += 1
-            resp = self.http.request(method, url, **kw)
-            resp.raise_for_status()
-            return resp.json()
-
-        try:
-            return self._retrying(once)
-        except httpx.HTTPStatusError as exc:
-            if 400 <= exc.response.status_code < 500 and exc.response.status_code not in (408, 429):
-                raise RewardClientError(f"gateway rejected {method} {url}: {exc.response.status_code} "
-                                        f"{exc.response.text[:2000]}") from exc
-            raise
+    @property
+    def requests(self) -> int:
+        """HTTP requests sent to the gateway so far (one batch: 1 POST + >= 1 GET, plus retries)."""
+        return self.gateway.requests
 
     # -- batch -> items -----------------------------------------------------------------------------------
     def build_items(self, prompts: Sequence, completions: Sequence, **columns: Any) -> tuple[list[dict], list[int]]:
@@ -197,15 +182,11 @@ class RemoteRewardClient:
             reasons[i] = ["pending: job did not finish"] * k
         job_id, status = None, "failed"
         try:
-            job_id = self._request("POST", "/v1/score", json={"items": items})["job_id"]
-            until = time.monotonic() + self.timeout_s
-            params = {"rubric_slots": self.rubric_slots, "rules": "true"}
-            while True:
-                wait = max(0.0, min(self.poll_s, until - time.monotonic()))
-                dense = self._request("GET", f"/v1/jobs/{job_id}/rewards", params={**params, "wait": wait})
-                status = dense["status"]
-                if status in TERMINAL or time.monotonic() >= until:
-                    break
+            job_id = self.gateway.submit(items)["job_id"]
+            dense = self.gateway.rewards(job_id, self.timeout_s, self.poll_s, self.rubric_slots, rules=True)
+            status = dense["status"]
+        except GatewayError as exc:
+            raise RewardClientError(str(exc), exc.status_code, exc.body) from exc
         except (httpx.HTTPError, KeyError, ValueError) as exc:
             if self.on_error == "raise":
                 raise RewardClientError(f"gateway {self.gateway_url} failed: {type(exc).__name__}: {exc}") from exc
@@ -214,7 +195,7 @@ class RemoteRewardClient:
             for i in rows:
                 reasons[i] = [f"gateway_error: {type(exc).__name__}: {exc}"] * k
             return RewardBatch(self.channel_names, rewards, reasons, job_id, "failed")
-        if status not in TERMINAL:
+        if status not in FINAL_STATUSES:
             log.warning("job %s still %s after %.0f s: missing rewards are NaN", job_id, status, self.timeout_s)
         col = {name: j for j, name in enumerate(dense["channel_names"])}
         for row_i, values, why in zip(rows, dense["rewards"], dense["reasons"], strict=True):
@@ -236,13 +217,16 @@ class RemoteRewardClient:
     def _channel_func(self, k: int, name: str) -> Callable[..., list[float | None]]:
         def reward(prompts, completions, **kwargs):
             columns = {c: kwargs[c] for c in ROW_COLUMNS if c in kwargs}
-            return self.score(prompts, completions, **columns).column(k)
+            batch = self.score(prompts, completions, **columns)
+            values = batch.column(k)
+            self._reporter.report(kwargs, batch, name, values, batch.channel_names, batch.rewards, batch.reasons)
+            return values
 
         reward.__name__ = reward.__qualname__ = name
         return reward
 
     def close(self) -> None:
-        self.http.close()
+        self.gateway.close()
 
     def __enter__(self) -> "RemoteRewardClient":
         return self

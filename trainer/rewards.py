@@ -12,9 +12,10 @@ Per-row inputs come from the dataset columns, which TRL passes as keyword lists 
 Arrow schema would otherwise merge the parameter names of different functions into one struct (adding `None`
 for the missing ones, which changes the ground truth).
 
-A channel that could not be computed is `None` (TRL turns it into NaN), never 0, and the reason is kept in
-`RulesScorer.last_reasons`: the rules library's null channels (e.g. `no_ground_truth` for a row whose
-`ground_truth` is None: its ground-truth channels are NaN) and items the library rejects (`invalid_item: ...`).
+A channel that could not be computed is `None` (TRL turns it into NaN), never 0; its NaN fraction and reasons
+go to TRL's logs (trainer/reward_logging.py) and the reasons are kept in `RulesScorer.last_reasons`: the rules
+library's null channels (e.g. `no_ground_truth` for a row whose `ground_truth` is None: its ground-truth channels
+are NaN) and items the library rejects (`invalid_item: ...`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from contracts.channels import RULE_CHANNELS, check_rule_channels
+from trainer.reward_logging import RewardReporter
+
 log = logging.getLogger(__name__)
 
-RULES_CHANNELS = (
-    "rules/format", "rules/function_name", "rules/required_args", "rules/no_unexpected_args", "rules/arg_types",
-    "rules/arg_values", "rules/call_count", "rules/toolrl_format", "rules/toolrl_correctness",
-)
+#: The rules channels (contracts.channels.RULE_CHANNELS), under the name this module has always exported.
+RULES_CHANNELS = RULE_CHANNELS
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -55,12 +57,12 @@ class RulesScorer:
     def __init__(self, channels: Sequence[str] = RULES_CHANNELS, *, format: str = "auto", mode: str = "auto",
                  options: dict[str, Any] | None = None,
                  on_batch: Callable[[list[list[float]], tuple[str, ...]], None] | None = None):
-        channels = tuple(channels)
-        unknown = [c for c in channels if c not in RULES_CHANNELS]
-        if unknown or not channels:
-            raise ValueError(f"channels: unknown rules channel(s) {unknown}; expected names from {RULES_CHANNELS}")
-        if len(set(channels)) != len(channels):
-            raise ValueError(f"channels: repeated channel names in {channels}")
+        try:
+            channels = tuple(check_rule_channels(channels))
+        except ValueError as exc:
+            raise ValueError(f"channels: {exc}") from None
+        if not channels:
+            raise ValueError("channels: at least one rules channel is needed")
         self.channels = channels
         self.format = format
         self.mode = mode
@@ -70,6 +72,7 @@ class RulesScorer:
         self.last_values: list[dict[str, float | None]] = []
         self.last_reasons: list[dict[str, str]] = []
         self._key: tuple | None = None
+        self._reporter = RewardReporter()
 
     def reward_funcs(self) -> list[RewardFunc]:
         """One TRL reward function per channel, `__name__` = channel name."""
@@ -142,7 +145,11 @@ class RulesScorer:
     def _make(self, channel: str) -> RewardFunc:
         def reward(prompts, completions, **kwargs) -> list[float | None]:
             values = self.score(completions, **kwargs)
-            return [v[channel] for v in values]
+            column = [v[channel] for v in values]
+            rows = [[v[c] for c in self.channels] for v in values]
+            why = [[r.get(c) for c in self.channels] for r in self.last_reasons]
+            self._reporter.report(kwargs, values, channel, column, self.channels, rows, why)
+            return column
 
         reward.__name__ = channel
         reward.__qualname__ = channel

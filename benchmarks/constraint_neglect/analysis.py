@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.tooltask import BOTTLENECK, CHANNELS
+from rvpo.demo.tooltask import BOTTLENECK, CHANNELS
 
 PANELS = [f"pass/{c}" for c in CHANNELS] + ["pass/all", "mean_reward"]
 COMPARISONS = [("rvpo_k1", "gdpo"), ("rvpo_linear", "gdpo"), ("rvpo_k1", "grpo"), ("rvpo_linear", "grpo")]

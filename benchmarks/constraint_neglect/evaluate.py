@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from trainer.tooltask import BOTTLENECK, CHANNELS
+from rvpo.demo.tooltask import BOTTLENECK, CHANNELS
 
 
 @torch.no_grad()

@@ -73,7 +73,7 @@ QUICK = Config(seeds=(0,), methods=("gdpo", "rvpo_k1"), n_train_per_fn=4, n_eval
 
 
 def _task(cfg: Config):
-    from trainer import tooltask as task
+    from rvpo.demo import tooltask as task
 
     functions = task.load_functions(cfg.n_functions)
     train, evaluation = task.make_splits(functions, cfg.n_train_per_fn, cfg.n_eval_per_fn, low=cfg.value_low,
@@ -83,8 +83,8 @@ def _task(cfg: Config):
 
 def _base_job(cfg: Config, work: str) -> dict:
     setup_worker(cfg.threads)
-    from trainer import tooltask as task
-    from trainer.warmstart import build_base
+    from rvpo.demo import tooltask as task
+    from rvpo.demo.warmstart import build_base
 
     functions, train, evaluation = _task(cfg)
     pairs = task.sft_pairs(train, functions, cfg.base_steps * cfg.sft_batch_size, seed=cfg.base_seed,
@@ -98,8 +98,8 @@ def _base_job(cfg: Config, work: str) -> dict:
 
 def _warm_job(cfg: Config, seed: int, base_dir: str, work: str) -> dict:
     setup_worker(cfg.threads)
-    from trainer import tooltask as task
-    from trainer.warmstart import finetune
+    from rvpo.demo import tooltask as task
+    from rvpo.demo.warmstart import finetune
 
     functions, train, evaluation = _task(cfg)
     pairs = task.sft_pairs(train, functions, cfg.sft_steps * cfg.sft_batch_size, seed=seed,

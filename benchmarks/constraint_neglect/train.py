@@ -11,7 +11,7 @@ from typing import Any
 from transformers import PrinterCallback, TrainerCallback
 
 from benchmarks.constraint_neglect.evaluate import evaluate
-from trainer.tooltask import CHANNELS
+from rvpo.demo.tooltask import CHANNELS
 
 # The six methods compared (fixed before any run). rvpo_k1: constant k = 1; rvpo_linear: the paper's 0.5 -> 2.0.
 METHOD_SPECS: dict[str, dict[str, Any]] = {

@@ -1,5 +1,5 @@
 """The tiny policy and its warm start, per seed. The only place this benchmark imports the project's tiny-model and
-warm-start helpers (`rvpo.tinymodel`, `trainer.warmstart`): if they move, change the two imports below.
+warm-start helpers (`rvpo.demo.tinymodel`, `rvpo.demo.warmstart`): if they move, change the two imports below.
 
 Stage 1 (`build_base`, once per seed, shared by that seed's two arms): a tiny Qwen2 (random init from the seed)
 with a word-level tokenizer, trained on ideal answers (`CLEAN`), which teaches copying the prompt's words.
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rvpo.tinymodel import build_tiny_qwen2
-from trainer.warmstart import finetune
+from rvpo.demo.tinymodel import build_tiny_qwen2
+from rvpo.demo.warmstart import finetune
 
 from benchmarks.rubric_neglect import task
 

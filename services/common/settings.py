@@ -17,3 +17,9 @@ class CommonSettings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for the queue, job store and cache.")
     api_token: str | None = Field(None, description="When set, every non-probe endpoint needs this bearer token.")
     key_prefix: str = Field("rvpo", description="Prefix of every Redis key (isolates deployments and tests).")
+
+
+class QueueSettings(CommonSettings):
+    """The Celery queue, shared by the gateway (publishes) and the worker (consumes): ``RVPO_CELERY_QUEUE``."""
+
+    celery_queue: str = Field("rvpo", description="Celery queue the gateway publishes to and workers consume.")

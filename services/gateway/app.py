@@ -2,11 +2,19 @@
 
 Endpoints (bearer token when ``RVPO_API_TOKEN`` is set; probes and metrics never need it):
 
-- ``POST /v1/score?wait=S`` — store the job in Redis, publish one task per item per source; 202 with the job
-  (200 when it reached a terminal status within ``S`` seconds).
+- ``POST /v1/score?wait=S`` (header ``Idempotency-Key``) — validate the items (contracts.gateway.ScoreItem:
+  whatever a service would reject is a 422 naming the field), store the job in Redis
+  (services/common/jobs.py), publish one task per item per source (services/gateway/publish.py); 202 with the
+  job (200 when it reached a final status within ``S`` seconds). The same key with the same body within the
+  job's TTL answers the same job again (header ``Idempotent-Replayed: true``), never a second one; the same key
+  with another body is a 409.
 - ``GET /v1/jobs/{job_id}?wait=S&detail=false`` — status and per-item reward vectors; 404 for an unknown job.
 - ``GET /v1/jobs/{job_id}/rewards?wait=S&rubric_slots=K&rules=false`` — the dense ``[N, K]`` matrix.
 - ``GET /livez``, ``GET /readyz`` (Redis reachable), ``GET /metrics``, ``/docs`` (OpenAPI).
+
+While Redis (job store and broker) is unreachable, every endpoint that needs it answers 503 with
+``Retry-After: 5`` (seconds); nothing is half-stored (a job whose tasks could not be queued is
+deleted again).
 """
 
 from __future__ import annotations
@@ -18,39 +26,25 @@ from contextlib import asynccontextmanager
 
 import anyio
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from prometheus_client import Counter, Histogram
 
-from services.common.http import install_common, redis_ready, require_token, too_many_items
-from services.gateway.schemas import DenseRewards, JobView, ScoreRequest
+from contracts.gateway import DenseRewards, JobView, ScoreRequest
+from contracts.results import FINAL_STATUSES
+from services.common.http import (ERROR_RESPONSES, RETRY_AFTER, install_common, redis_ready, require_token,
+                                  too_many_items)
+from services.common.jobs import IdempotencyConflict, JobStore, body_digest
+from services.gateway.publish import Publisher
 from services.gateway.settings import GatewaySettings
-from services.gateway.store import TERMINAL, JobStore
-from services.gateway.views import dense, item_results
+from services.gateway.views import dense, job_view
 
 settings = GatewaySettings()
+publisher = Publisher(settings)
 
 JOBS = Counter("rvpo_gateway_jobs_total", "Jobs submitted to the gateway")
 ITEMS = Counter("rvpo_gateway_items_total", "Items submitted to the gateway")
-TASKS = Counter("rvpo_gateway_tasks_total", "Celery tasks published", ["source"])
+REPLAYS = Counter("rvpo_gateway_idempotent_replays_total", "Submissions answered with an earlier job (same key)")
 ENQUEUE_S = Histogram("rvpo_gateway_enqueue_seconds", "Time to store a job and publish its tasks")
-
-
-def _publish(job_id: str, plan: list[dict]) -> None:
-    """Publish one ``rvpo.score`` task per (item, source) (blocking; run in a thread).
-
-    One broker connection, and kombu's publish batch: the LPUSHes go to Redis in pipelines, not one round trip
-    per task. Task ids are deterministic (``<job>:<index>:<source>``).
-    """
-    from services.worker.celery_app import celery_app
-    from services.worker.tasks import TASK_NAME
-
-    with celery_app.producer_or_acquire() as producer, producer.batch(max_size=512):
-        for i, p in enumerate(plan):
-            for source in p["sources"]:
-                celery_app.send_task(TASK_NAME, args=[job_id, i, source], task_id=f"{job_id}:{i}:{source}",
-                                     queue=settings.celery_queue, routing_key=settings.celery_queue,
-                                     producer=producer)
-                TASKS.labels(source).inc()
 
 
 @asynccontextmanager
@@ -66,14 +60,17 @@ async def lifespan(app: FastAPI):
 app = FastAPI(title="rvpo scoring gateway", version="0.1.0", lifespan=lifespan,
               description="REST -> Celery -> judge / rules services; rewards per item and as an [N, K] matrix.")
 install_common(app, max_body_bytes=settings.gateway_max_body_bytes,
-               ready_check=lambda: redis_ready(settings.redis_url))
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_token(settings))])
+               ready_check=lambda: redis_ready(settings.redis_url), api_token=settings.api_token)
+UNAVAILABLE = {503: {"description": "Redis (job store and broker) unreachable: retry after `Retry-After` seconds"}}
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_token(settings))],
+                   responses={**{k: v for k, v in ERROR_RESPONSES.items() if k != 413}, **UNAVAILABLE})
 
-WaitQuery = Query(0.0, ge=0, description="Seconds to wait for a terminal status (capped by RVPO_GATEWAY_MAX_WAIT_S).")
+WaitQuery = Query(0.0, ge=0, description="Seconds to wait for a final status (capped by RVPO_GATEWAY_MAX_WAIT_S).")
+NOT_FOUND = {404: {"description": "unknown job (never submitted, or expired)"}}
 
 
 async def _load(job_id: str, wait: float) -> dict:
-    """Load a job, polling until it is terminal or ``wait`` seconds passed; 404 when it does not exist.
+    """Load a job, polling until it is final or ``wait`` seconds passed; 404 when it does not exist.
 
     Between full loads the poll is one HLEN (results so far); the job is read again when they are all in,
     at its deadline, or when ``wait`` is over.
@@ -84,7 +81,7 @@ async def _load(job_id: str, wait: float) -> dict:
     if job is None:
         raise HTTPException(404, detail=f"unknown job {job_id!r} (never submitted, or expired)")
     pause = 0.01
-    while job["status"] not in TERMINAL:
+    while job["status"] not in FINAL_STATUSES:
         left = until - time.monotonic()
         if left <= 0:
             break
@@ -99,46 +96,57 @@ async def _load(job_id: str, wait: float) -> dict:
     return job
 
 
-def _view(job: dict, detail: bool) -> dict:
-    return {"job_id": job["job_id"], "status": job["status"], "created_at": job["created_at"],
-            "deadline": job["deadline"], "n_items": len(job["plan"]), "n_expected": job["n_expected"],
-            "n_results": len(job["results"]), "items": item_results(job, detail)}
-
-
 @router.post("/score", response_model=JobView, status_code=202,
-             responses={200: {"model": JobView, "description": "finished within ?wait"},
-                        413: {"description": "too many items or body too large"}})
-async def score(req: ScoreRequest, response: Response, wait: float = WaitQuery, detail: bool = False,
+             responses={200: {"model": JobView, "description": "final within ?wait"},
+                        409: {"description": "Idempotency-Key already used with a different body"},
+                        413: ERROR_RESPONSES[413], 503: {"description": "the job could not be queued"}})
+async def score(req: ScoreRequest, request: Request, response: Response, wait: float = WaitQuery,
+                detail: bool = False,
                 deadline_s: float | None = Query(None, gt=0, description="This job's deadline in seconds "
-                                                 "(at most RVPO_JOB_DEADLINE_S, the default).")) -> dict:
+                                                 "(at most RVPO_JOB_DEADLINE_S, the default)."),
+                idempotency_key: str | None = Header(
+                    None, min_length=1, max_length=256,
+                    description="Makes a retried submission safe: the same key and body within the job TTL "
+                                "answer the same job; the same key with another body is a 409.")) -> dict:
     """Submit a batch; each item is scored by the judge (rubrics) and/or the rules service (tools)."""
     if len(req.items) > settings.gateway_max_items:
         raise too_many_items(len(req.items), settings.gateway_max_items)
-    job_id = uuid.uuid4().hex
+    store: JobStore = app.state.store
     items = [it.model_dump(exclude_none=True) for it in req.items]
+    idempotency = None if idempotency_key is None else (idempotency_key, body_digest(await request.body()))
     with ENQUEUE_S.time():
-        job = await app.state.store.create(job_id, items, min(deadline_s or settings.job_deadline_s,
-                                                               settings.job_deadline_s))
         try:
-            await anyio.to_thread.run_sync(_publish, job_id, job["plan"])
-        except Exception as exc:  # noqa: BLE001 - broker down: the client must know the job will not run
-            await app.state.redis.delete(*app.state.store.keys(job_id).all())
-            raise HTTPException(503, detail=f"could not queue the job: {type(exc).__name__}: {exc}") from exc
-    JOBS.inc()
-    ITEMS.inc(len(items))
-    loaded = await _load(job_id, wait)
-    if loaded["status"] in TERMINAL:
+            job, created = await store.create(uuid.uuid4().hex, items, min(deadline_s or settings.job_deadline_s,
+                                                                           settings.job_deadline_s), idempotency)
+        except IdempotencyConflict as exc:
+            raise HTTPException(409, detail=f"Idempotency-Key already used for job {exc.job_id} with a different "
+                                            "body; send a new key for a new batch") from exc
+        if created:
+            try:
+                await anyio.to_thread.run_sync(publisher.publish, job["job_id"], job["plan"])
+            except Exception as exc:  # noqa: BLE001 - broker down: the client must know the job will not run
+                await store.discard(job["job_id"], idempotency_key)
+                raise HTTPException(503, detail=f"could not queue the job: {type(exc).__name__}: {exc}",
+                                    headers=RETRY_AFTER) from exc
+    if created:
+        JOBS.inc()
+        ITEMS.inc(len(items))
+    else:
+        REPLAYS.inc()
+        response.headers["Idempotent-Replayed"] = "true"
+    loaded = await _load(job["job_id"], wait)
+    if loaded["status"] in FINAL_STATUSES:
         response.status_code = 200
-    return _view(loaded, detail)
+    return job_view(loaded, detail)
 
 
-@router.get("/jobs/{job_id}", response_model=JobView)
+@router.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND)
 async def get_job(job_id: str, wait: float = WaitQuery, detail: bool = False) -> dict:
     """Status and per-item reward vectors (``detail=true`` adds the judge's per-criterion verdicts)."""
-    return _view(await _load(job_id, wait), detail)
+    return job_view(await _load(job_id, wait), detail)
 
 
-@router.get("/jobs/{job_id}/rewards", response_model=DenseRewards)
+@router.get("/jobs/{job_id}/rewards", response_model=DenseRewards, responses=NOT_FOUND)
 async def get_rewards(job_id: str, wait: float = WaitQuery,
                       rubric_slots: int = Query(0, ge=0, le=1024, description="At least this many rubric slots."),
                       rules: bool = Query(False, description="Always include the rule channels.")) -> dict:

@@ -1,11 +1,13 @@
-"""Turn a stored job (services/gateway/store.py) into the per-item view and the dense ``[N, K]`` matrix."""
+"""Turn a stored job (services/common/jobs.py) into the job view and the dense ``[N, K]`` matrix
+(contracts.gateway.JobView / DenseRewards)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.gateway.store import result_field
-from services.worker.channels import JUDGE, RULE_CHANNELS, RULES, rubric_channels, source_channels
+from contracts.channels import JUDGE, RULE_CHANNELS, RULES, is_rubric_channel, rubric_channels, source_channels
+from contracts.results import Tally, source_error, source_state
+from services.common.jobs import result_field
 
 
 def _pending_reason(source: str) -> str:
@@ -14,7 +16,7 @@ def _pending_reason(source: str) -> str:
 
 def item_results(job: dict[str, Any], detail: bool = False) -> list[dict[str, Any]]:
     """Per item: its own channels (rubric slots of its own criteria, rule channels if it has tools), reasons,
-    HealthBench score, BFCL verdict and the state of each source."""
+    HealthBench score, BFCL verdict and the state of each source (contracts.results.source_state)."""
     out = []
     for i, p in enumerate(job["plan"]):
         channels: dict[str, float | None] = {}
@@ -33,7 +35,7 @@ def item_results(job: dict[str, Any], detail: bool = False) -> list[dict[str, An
                 continue
             channels.update(r["channels"])
             reasons.update(r["reasons"])
-            sources[source] = {"state": "ok" if r["ok"] else "error", "attempts": attempts, "error": r.get("error")}
+            sources[source] = {"state": source_state(r), "attempts": attempts, "error": source_error(r)}
             d = r.get("detail") or {}
             if source == JUDGE:
                 hb_score = d.get("score")
@@ -44,6 +46,28 @@ def item_results(job: dict[str, Any], detail: bool = False) -> list[dict[str, An
                     "reasons": reasons, "healthbench_score": hb_score, "bfcl": bfcl, "sources": sources,
                     "rubric_results": rubric_results})
     return out
+
+
+def job_tally(job: dict[str, Any]) -> Tally:
+    """Channel outcomes of the whole job, the channels of missing results counted as pending."""
+    t = Tally()
+    for i, p in enumerate(job["plan"]):
+        for source in p["sources"]:
+            r = job["results"].get(result_field(i, source))
+            if r is None:
+                t.pending += len(source_channels(source, p["n_rubrics"]))
+            else:
+                t.add(r)
+    return t
+
+
+def job_view(job: dict[str, Any], detail: bool = False) -> dict[str, Any]:
+    """The job as ``GET /v1/jobs/{id}`` answers it (contracts.gateway.JobView)."""
+    t = job_tally(job)
+    return {"job_id": job["job_id"], "status": job["status"], "created_at": job["created_at"],
+            "deadline": job["deadline"], "n_items": len(job["plan"]), "n_expected": job["n_expected"],
+            "n_results": len(job["results"]), "counts": t.counts(), "reasons": dict(sorted(t.reasons.items())),
+            "items": item_results(job, detail)}
 
 
 def dense_channel_names(plan: list[dict[str, Any]], rubric_slots: int = 0, rules: bool = False) -> list[str]:
@@ -72,7 +96,7 @@ def dense(job: dict[str, Any], rubric_slots: int = 0, rules: bool = False) -> di
             if name in it["channels"]:
                 row.append(it["channels"][name])
                 why.append(it["reasons"].get(name))
-            elif name.startswith("rubric/"):
+            elif is_rubric_channel(name):
                 row.append(None)
                 why.append(f"absent: prompt has only {p['n_rubrics']} rubric criteria")
             else:

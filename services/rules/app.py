@@ -15,14 +15,15 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import Response
 from prometheus_client import Counter, Histogram
 
-from services.common.http import install_common, require_token, too_many_items
+from services.common.http import ERROR_RESPONSES, install_common, require_token, too_many_items
 from services.rules.channels import score_item
-from services.rules.schemas import CHANNELS, RulesItem, RulesResult, ScoreRequest, ScoreResponse, ToolRLValues, construct
+from services.rules.schemas import (CHANNELS, RulesItem, RulesRequest, RulesResponse, RulesResult, ToolRLValues,
+                                    construct)
 from services.rules.settings import get_settings
 
 settings = get_settings()
 app = FastAPI(title="rvpo rules service", version="0.1.0")
-install_common(app, max_body_bytes=settings.rules_max_body_bytes)
+install_common(app, max_body_bytes=settings.rules_max_body_bytes, api_token=settings.api_token)
 
 ITEMS = Counter("rvpo_rules_items_total", "Items scored by the rules service.", ["valid"])
 PARSE_ERRORS = Counter("rvpo_rules_parse_errors_total", "Completions that could not be parsed.", ["format"])
@@ -40,8 +41,9 @@ def _failed(item: RulesItem, exc: Exception) -> RulesResult:
     )
 
 
-@app.post("/v1/rules/score", response_model=ScoreResponse, dependencies=[Depends(require_token(settings))])
-def score(request: ScoreRequest) -> Response:
+@app.post("/v1/rules/score", response_model=RulesResponse, responses=ERROR_RESPONSES,
+          dependencies=[Depends(require_token(settings))])
+def score(request: RulesRequest) -> Response:
     """Score every item; the body is serialized by pydantic so NaN channels go out as ``null``."""
     if len(request.items) > settings.rules_max_items:
         raise too_many_items(len(request.items), settings.rules_max_items)
@@ -58,5 +60,5 @@ def score(request: ScoreRequest) -> Response:
             PARSE_ERRORS.labels(format=result.format or "unknown").inc()
         results.append(result)
     SECONDS.observe(time.perf_counter() - start)
-    body = construct(ScoreResponse, items=results).model_dump_json()
+    body = construct(RulesResponse, items=results).model_dump_json()
     return Response(body, media_type="application/json")

@@ -71,8 +71,8 @@ def score_item(item: dict | RulesItem) -> RulesResult:
     reasons: dict[str, str] = {}
     valid, error_type, error = _score_rules(parsed, calls, gt, docs, item.mode, opts, channels, reasons)
     tr_format, tr_correct = _score_toolrl(item, parsed, gt_raw, reasons)
-    channels["rules/toolrl_format"] = tr_format
-    channels["rules/toolrl_correctness"] = tr_correct
+    channels["rules/toolrl_format"] = tr_format = tr_format + 0.0  # + 0.0: never -0.0 on the wire
+    channels["rules/toolrl_correctness"] = tr_correct = tr_correct + 0.0
     return construct(
         RulesResult,
         id=item.id,
@@ -81,7 +81,7 @@ def score_item(item: dict | RulesItem) -> RulesResult:
         error=error,
         format=parsed.format,
         calls=parsed.calls,
-        channels={k: channels[k] for k in CHANNELS},
+        channels={k: channels[k] + 0.0 for k in CHANNELS},
         reasons=reasons,
         toolrl=construct(ToolRLValues, format=tr_format, correctness=tr_correct),
     )

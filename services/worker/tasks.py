@@ -1,14 +1,17 @@
 """The Celery task: score one item with one reward source (judge or rules) over HTTP, write the result once.
 
-One task per item per source (never per rubric criterion, no chords). The task
+One task per item per source (never per rubric criterion, no chords), published by the gateway by name
+(``rvpo.score``, services/common/jobs.py). The task
 
-1. returns at once if its result field already exists (a re-delivered task changes nothing); otherwise counts
-   the attempt and loads the item and the job deadline (one Lua script; returns if the job expired);
-3. calls the service with a timeout of ``min(RVPO_WORKER_JUDGE_TIMEOUT_S | RVPO_WORKER_RULES_TIMEOUT_S, time to deadline)``,
-   retrying (tenacity) only connection failures and 502/503/504, forwarding ``RVPO_API_TOKEN``;
-4. writes the channels with HSETNX under ``<index>:<source>``; any failure (timeout, HTTP error, bad answer,
-   soft time limit, deadline passed) becomes NaN (``None``) channels with a reason, never an exception
-   that would be retried forever.
+1. claims its (item, source) (services/common/jobs.py ``JobTasks.claim``: one Lua script): returns at once if
+   the result already exists (a re-delivered task changes nothing) or the job expired; otherwise counts the
+   attempt and loads the item and the job deadline;
+2. calls the service with a timeout of ``min(RVPO_WORKER_JUDGE_TIMEOUT_S | RVPO_WORKER_RULES_TIMEOUT_S, time to
+   deadline)``, retrying only what services/common/httpclient.py ``SERVICE_CALL`` retries (connection failures,
+   502/503/504), forwarding ``RVPO_API_TOKEN``;
+3. writes the result record (contracts.results) with HSETNX under ``<index>:<source>``. Any failure — timeout,
+   HTTP error, bad answer, soft time limit, deadline passed, or any other exception — becomes null channels
+   with a reason, written at once: never an exception that leaves the job waiting for its deadline.
 """
 
 from __future__ import annotations
@@ -23,36 +26,29 @@ from typing import Any
 import httpx
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay, wait_exponential
 
-from services.gateway.store import CLAIM_LUA, JobKeys, null_result, result_field
+from contracts.channels import JUDGE, RULES, source_channels
+from contracts.results import null_result, result_record
+from services.common.httpclient import SERVICE_CALL, make_client
+from services.common.jobs import TASK_NAME, Claim, JobTasks, result_field
 from services.worker.celery_app import celery_app
-from services.worker.channels import JUDGE, RULES, source_channels
 
 log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 SETTINGS = celery_app.rvpo_settings
-TASK_NAME = "rvpo.score"
 
 _clients: dict[str, Any] = {}
 
 
 def _client(kind: str):
-    """Per-process Redis / httpx clients (created lazily after the prefork fork)."""
-    key = f"{kind}:{os.getpid()}"
+    """Per-process job access / httpx client (created lazily after the prefork fork)."""
+    key = f"{kind}:{os.getpid()}:{SETTINGS.key_prefix}"
     if key not in _clients:
-        if kind == "redis":
-            _clients[key] = redis.Redis.from_url(SETTINGS.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        if kind == "jobs":
+            r = redis.Redis.from_url(SETTINGS.redis_url, socket_timeout=10, socket_connect_timeout=5)
+            _clients[key] = JobTasks(r, SETTINGS.key_prefix)
         else:
-            headers = {"Authorization": f"Bearer {SETTINGS.api_token}"} if SETTINGS.api_token else {}
-            _clients[key] = httpx.Client(headers=headers, limits=httpx.Limits(max_keepalive_connections=4))
-    return _clients[key]
-
-
-def _claim_script(r):
-    key = f"claim:{os.getpid()}"
-    if key not in _clients:
-        _clients[key] = r.register_script(CLAIM_LUA)
+            _clients[key] = make_client(token=SETTINGS.api_token)
     return _clients[key]
 
 
@@ -64,12 +60,6 @@ class ServiceError(Exception):
         self.reason = reason
 
 
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError)):
-        return True
-    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (502, 503, 504)
-
-
 def _post(url: str, payload: dict, timeout_s: float, source: str) -> dict:
     """POST with bounded retries inside ``timeout_s``; returns the first response item or raises ServiceError."""
     start = time.monotonic()
@@ -79,17 +69,11 @@ def _post(url: str, payload: dict, timeout_s: float, source: str) -> dict:
         left = timeout_s - (time.monotonic() - start)
         if left <= 0:
             raise httpx.ReadTimeout("no time left before the deadline")
-        resp = client.post(url, json=payload, timeout=httpx.Timeout(left, connect=min(left, 5.0)))
-        resp.raise_for_status()
-        return resp
+        return client.post(url, json=payload, timeout=httpx.Timeout(left, connect=min(left, 5.0)))
 
+    policy = SERVICE_CALL.with_(attempts=SETTINGS.worker_http_max_retries + 1, within_s=timeout_s)
     try:
-        resp = Retrying(
-            retry=retry_if_exception(_retryable),
-            stop=stop_after_attempt(SETTINGS.worker_http_max_retries + 1) | stop_after_delay(timeout_s),
-            wait=wait_exponential(multiplier=0.2, max=2.0),
-            reraise=True,
-        )(once)
+        resp = policy.call(once)
     except httpx.TimeoutException as exc:
         raise ServiceError(f"{source}_timeout: no answer from {url} within {timeout_s:.3g} s ({type(exc).__name__})")
     except httpx.HTTPStatusError as exc:
@@ -139,7 +123,7 @@ def call_judge(item: dict, timeout_s: float) -> dict:
     channels, reasons = _channels_from(answer, source_channels(JUDGE, len(item["rubrics"])), JUDGE)
     rubric_results = [{k: v for k, v in r.items() if k != "raw"} for r in answer.get("rubric_results") or []]
     detail = {"score": answer.get("score"), "n_errors": answer.get("n_errors"), "rubric_results": rubric_results}
-    return {"ok": True, "source": JUDGE, "channels": channels, "reasons": reasons, "detail": detail, "error": None}
+    return result_record(JUDGE, channels, reasons, detail)
 
 
 def call_rules(item: dict, timeout_s: float) -> dict:
@@ -149,44 +133,50 @@ def call_rules(item: dict, timeout_s: float) -> dict:
     answer = _post(SETTINGS.rules_service_url.rstrip("/") + "/v1/rules/score", {"items": [body]}, timeout_s, RULES)
     channels, reasons = _channels_from(answer, source_channels(RULES, 0), RULES)
     detail = {k: answer.get(k) for k in ("valid", "error_type", "error", "format", "calls")}
-    return {"ok": True, "source": RULES, "channels": channels, "reasons": reasons, "detail": detail, "error": None}
+    return result_record(RULES, channels, reasons, detail)
+
+
+def _score(claim: Claim, source: str) -> dict:
+    """The result record for a claimed task: the service's answer, or null channels with the reason it failed."""
+    n_rubrics = len(claim.item.get("rubrics") or [])
+    limit = SETTINGS.worker_judge_timeout_s if source == JUDGE else SETTINGS.worker_rules_timeout_s
+    left = claim.deadline - time.time()
+    try:
+        if left <= 0:
+            raise ServiceError(f"deadline_exceeded: task started after the job deadline of {claim.deadline_s:g} s")
+        return (call_judge if source == JUDGE else call_rules)(claim.item, min(limit, left))
+    except ServiceError as exc:
+        return null_result(source, n_rubrics, exc.reason)
+    except SoftTimeLimitExceeded:
+        return null_result(source, n_rubrics, "worker_timeout: task exceeded the soft time limit of "
+                                              f"{SETTINGS.task_soft_time_limit_s:g} s")
+    except Exception as exc:  # noqa: BLE001 - anything else is this task's failure, with a reason, now
+        log.exception("task for %s failed", source)
+        return null_result(source, n_rubrics, f"worker_error: {type(exc).__name__}: {str(exc)[:300]}")
 
 
 @celery_app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
 def score(self, job_id: str, index: int, source: str) -> dict:
     """Score item ``index`` of job ``job_id`` with ``source`` ("judge" | "rules") and store the result once.
 
-    Returns ``{"field", "written", "ok"}`` (``written`` False when another delivery got there first).
-    Never raises for service failures: they become NaN channels with reasons.
+    Returns ``{"field", "written", "ok"}`` (``written`` False when another delivery got there first). Never
+    raises once the task is claimed: a failure becomes null channels with a reason.
     """
-    r = _client("redis")
-    k = JobKeys.of(SETTINGS.key_prefix, job_id)
+    jobs: JobTasks = _client("jobs")
     field = result_field(index, source)
-    claim = _claim_script(r)(keys=[k.res, k.attempts, k.items, k.meta], args=[field, index])
-    if claim is None:
-        return {"field": field, "written": False, "ok": None, "skipped": "already scored"}
-    if not claim:
-        return {"field": field, "written": False, "ok": None, "skipped": "job not found (expired?)"}
-    attempt, raw_item, deadline, deadline_s, expires_at = claim
-    item = json.loads(raw_item)
-    n_rubrics = len(item.get("rubrics") or [])
+    claim = jobs.claim(job_id, index, source)
+    if isinstance(claim, str):
+        return {"field": field, "written": False, "ok": None, "skipped": claim}
     started = time.monotonic()
-    limit = SETTINGS.worker_judge_timeout_s if source == JUDGE else SETTINGS.worker_rules_timeout_s
-    left = float(deadline) - time.time()
+    result = _score(claim, source)
+    run = {"worker": f"{socket.gethostname()}:{os.getpid()}", "attempt": claim.attempt,
+           "elapsed_s": round(time.monotonic() - started, 4), "finished_at": time.time()}
     try:
-        if left <= 0:
-            raise ServiceError(f"deadline_exceeded: task started after the job deadline of {float(deadline_s):g} s")
-        result = (call_judge if source == JUDGE else call_rules)(item, min(limit, left))
-    except ServiceError as exc:
-        result = null_result(source, n_rubrics, exc.reason)
-    except SoftTimeLimitExceeded:
-        result = null_result(source, n_rubrics,
-                             f"worker_timeout: task exceeded the soft time limit of {SETTINGS.task_soft_time_limit_s:g} s")
-    result.update(worker=f"{socket.gethostname()}:{os.getpid()}", attempt=int(attempt),
-                  elapsed_s=round(time.monotonic() - started, 4), finished_at=time.time())
-    pipe = r.pipeline(transaction=False)
-    pipe.hsetnx(k.res, field, json.dumps(result))
-    pipe.expireat(k.res, int(expires_at))
-    written = bool(pipe.execute()[0])
-    log.info("job %s item %d %s: ok=%s written=%s attempt=%s", job_id, index, source, result["ok"], written, attempt)
+        written = jobs.write(job_id, index, source, {**result, **run}, claim.expires_at)
+    except (ValueError, TypeError) as exc:  # an answer JSON cannot hold: its reason is written instead
+        result = null_result(source, len(claim.item.get("rubrics") or []),
+                             f"worker_error: unstorable {source} answer: {type(exc).__name__}: {str(exc)[:200]}")
+        written = jobs.write(job_id, index, source, {**result, **run}, claim.expires_at)
+    log.info("job %s item %d %s: ok=%s written=%s attempt=%s", job_id, index, source, result["ok"], written,
+             claim.attempt)
     return {"field": field, "written": written, "ok": result["ok"]}

@@ -1,7 +1,7 @@
 """Warm start: build the tiny Qwen2 policy and its tokenizer locally, then supervised passes (plain torch loop,
 loss on completion tokens only): stage 1 (`build_base`, once, shared by all seeds) on demonstrations with clean
 argument values, which teaches the copy skill; stage 2 (`finetune`, once per seed) on the noisy demonstrations
-of `task.sft_pairs`, which sets the warm-start mixture (easy channels mostly right, values often wrong)."""
+of `tooltask.sft_pairs`, which sets the warm-start mixture (easy channels mostly right, values often wrong)."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def build_base(out_dir: str | Path, corpus: list[str], pairs: list[tuple[str, st
     """Stage 1 (shared by every seed): a tiny Qwen2 (random init from `seed`) with a tokenizer trained on `corpus`,
     trained by `supervised_pass` on `pairs` (clean argument values: this is where the copy skill is learned);
     model + tokenizer saved to `out_dir`. Returns {"path", "losses", "seconds"}."""
-    from rvpo.tinymodel import build_tiny_qwen2
+    from rvpo.demo.tinymodel import build_tiny_qwen2
 
     out_dir = Path(out_dir)
     build_tiny_qwen2(out_dir, corpus=corpus, seed=seed, hidden_size=hidden_size, num_layers=num_layers)

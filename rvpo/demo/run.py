@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import time
 import traceback
@@ -30,11 +29,14 @@ from rvpo.stack import Stack, StackConfig
 def _judge_env(out_dir: Path, console: Console) -> tuple[dict[str, str], str]:
     """Judge backend settings: the user's OpenAI-compatible server when RVPO_JUDGE_BASE_URL is set, else a tiny
     local model built here, which is untrained — its verdicts exercise the path but mean nothing."""
-    if os.environ.get("RVPO_JUDGE_BASE_URL"):
-        model = os.environ.get("RVPO_JUDGE_MODEL", "(RVPO_JUDGE_MODEL unset)")
-        console.print(f"judge backend: {os.environ['RVPO_JUDGE_BASE_URL']} model {model}")
-        return {}, f"openai-compatible: {os.environ['RVPO_JUDGE_BASE_URL']} ({model})"
-    from rvpo.tinymodel import build_tiny_qwen2, english_corpus
+    from judge.settings import JudgeSettings
+
+    judge = JudgeSettings()
+    if "judge_base_url" in judge.model_fields_set:  # RVPO_JUDGE_BASE_URL is set
+        model = judge.judge_model if "judge_model" in judge.model_fields_set else "(RVPO_JUDGE_MODEL unset)"
+        console.print(f"judge backend: {judge.judge_base_url} model {model}")
+        return {}, f"openai-compatible: {judge.judge_base_url} ({model})"
+    from rvpo.demo.tinymodel import build_tiny_qwen2, english_corpus
 
     path = build_tiny_qwen2(out_dir / "untrained-judge", corpus=english_corpus(), vocab_size=4096)
     console.print(Panel(
@@ -119,13 +121,14 @@ def _start(stack: Stack, console: Console) -> dict:
     return {"urls": stack.urls, "redis": stack.env["RVPO_REDIS_URL"], "judge_backend_ready": ready}
 
 
-def _score(records: list[dict], gateway: str, console: Console, label: str) -> list[dict]:
+def _score(records: list[dict], gateway: str, console: Console, label: str,
+           accept: tuple[str, ...] = ("done",)) -> list[dict]:
+    """Score through the gateway (token: RVPO_API_TOKEN); raises unless every job ended with a status in ``accept``."""
     from rich.progress import Progress
 
     with Progress(console=console) as progress:
-        scored, statuses = score_records(records, gateway, token=os.environ.get("RVPO_API_TOKEN"), batch_size=64,
-                                         progress=progress)
-    bad = [s for s in statuses if s != "done"]
+        scored, statuses = score_records(records, gateway, batch_size=64, progress=progress)
+    bad = [s for s in statuses if s not in accept]
     if bad:
         raise RuntimeError(f"{label}: {len(bad)} job(s) ended {bad}")
     return scored
@@ -146,7 +149,8 @@ def _score_bfcl(gateway: str, out_dir: Path, console: Console) -> dict:
 
 
 def _grade_healthbench(gateway: str, out_dir: Path, console: Console, judge_label: str) -> dict:
-    scored = _score(healthbench_demo_records(), gateway, console, "HealthBench")
+    # a job with some null verdicts is "partial"; the share of null verdicts is checked below
+    scored = _score(healthbench_demo_records(), gateway, console, "HealthBench", accept=("done", "partial"))
     write_jsonl(out_dir / "healthbench_scored.jsonl", scored)
     summary = healthbench_summary(scored)
     print_summary(console, "healthbench", summary)
