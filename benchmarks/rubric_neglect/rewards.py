@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from judge.scoring import clipped_mean, example_score, reward_channels
-from services.worker.channels import rubric_channels
+from contracts.channels import rubric_channels
 from trainer.rewards import completion_payload
 
 from benchmarks.rubric_neglect.task import MAX_CRITERIA, verdicts
