@@ -77,7 +77,9 @@ def ref_scores(rows, g, method, k=1.0, beta=None, w=None):
         tot = sum(wj for wj, _ in pres)
         wt = [(wj / tot, x) for wj, x in pres]
         mean = sum(a * x for a, x in wt)
-        if method == "rvpo":
+        if method == "gdpo_mean":
+            out.append(mean)
+        elif method == "rvpo":
             top = max(-k * x for _, x in wt)  # log-sum-exp with the usual max shift
             out.append(-(top + math.log(sum(a * math.exp(-k * x - top) for a, x in wt))) / k)
         elif method == "variance_penalty":

@@ -13,6 +13,10 @@ Formulas
 - grpo: `s = nansum_j w_j r_j`, then `(s - mean_G s) / (std_G s + eps)` (TRL `sum_then_normalize`,
   `scale_rewards="group"`).
 - gdpo: `S = nansum_j w_j Z_j`, then batch whitening `(S - nanmean S) / (nanstd S + eps)` over all N rows.
+- gdpo_mean (the GDPO baseline of the RVPO paper, arXiv 2605.05750): `S = sum_j w~_j Z_j` over the channels
+  present in the row, `w~` = weights renormalised over them (uniform weights: `(1/M) sum_j Z_j`), then batch
+  whitening. It is the k -> 0 limit of rvpo. Unlike gdpo's sum it does not grow with the number of channels a
+  prompt has, so prompts with many criteria do not get larger scores before the whitening.
 - rvpo (RVPO, arXiv 2605.05750, the SoftMin / entropic risk of the channel z-scores):
   `S = -(1/k) log sum_j w~_j exp(-k Z_j)` over the channels present in the row, `w~` = weights renormalised over
   them (uniform weights give the paper's `(1/M) sum_j`). It goes to the weighted mean of Z as k -> 0 and to the
@@ -24,6 +28,13 @@ Formulas
 - min: `S = min_j Z_j` over the present channels with positive weight.
 All but grpo are batch-whitened like gdpo. A row without any usable channel gets advantage 0 and is left out of
 every statistic; for gdpo "usable" means "not NaN in every channel", exactly as TRL does.
+
+Constant channels: by default (the literal formula) a channel without within-group contrast enters every
+aggregator at `Z = 0`. With `drop_constant_channels=True` (default off) such a channel is left out of the row's
+channel set instead, so `M` counts only the channels that vary in the group: rvpo, gdpo_mean, variance_penalty and
+min then aggregate over the varying channels only (a row whose group varies in no channel has no usable channel:
+advantage 0, left out of the whitening). It has no meaning for grpo (raw rewards) and gdpo (a sum, where a 0
+term changes nothing) and is refused there.
 """
 
 from __future__ import annotations
@@ -32,7 +43,9 @@ from collections.abc import Sequence
 
 import torch
 
-METHODS = ("grpo", "gdpo", "rvpo", "variance_penalty", "min")
+METHODS = ("grpo", "gdpo", "gdpo_mean", "rvpo", "variance_penalty", "min")
+#: Methods for which `drop_constant_channels` changes the score (see the module docstring).
+DROP_CONSTANT_METHODS = ("gdpo_mean", "rvpo", "variance_penalty", "min")
 
 
 def compute_advantages(
@@ -45,6 +58,7 @@ def compute_advantages(
     weights: Sequence[float] | torch.Tensor | None = None,
     eps: float = 1e-4,
     whiten: bool = True,
+    drop_constant_channels: bool = False,
 ) -> torch.Tensor:
     """Advantages `[N]` from rewards `[N, K]` (NaN = channel absent or unscored); formulas in the module docstring.
 
@@ -60,6 +74,9 @@ def compute_advantages(
         eps: finite, >= 0, added to every std (TRL uses 1e-4).
         whiten: False returns the score S before batch whitening (NaN for rows without a usable channel);
             grpo is unaffected.
+        drop_constant_channels: leave channels that are constant (or seen once) within a group out of the row's
+            channel set instead of entering at Z = 0; only for `DROP_CONSTANT_METHODS`. Default False (the
+            literal formula).
 
     Returns:
         `[N]` advantages, dtype of `rewards` (float32 for integer or half inputs).
@@ -67,19 +84,25 @@ def compute_advantages(
     Raises:
         ValueError: naming the argument, when rewards is not 2-D or holds +-inf, K = 0, N is not a multiple of
             num_generations, risk is not a finite number > 0, beta < 0, eps is negative or not finite, weights
-            have the wrong length, are negative or all zero, or method is unknown.
+            have the wrong length, are negative or all zero, method is unknown, or drop_constant_channels is set
+            for grpo / gdpo.
     """
     if method not in METHODS:
         raise ValueError(f"method: unknown method {method!r}; expected one of {METHODS}")
+    if drop_constant_channels and method not in DROP_CONSTANT_METHODS:
+        raise ValueError(f"drop_constant_channels: only for {DROP_CONSTANT_METHODS}, not {method!r} (for grpo the "
+                         "rewards are raw, for gdpo's sum a Z = 0 term changes nothing)")
     r = _check_rewards(rewards, num_generations)
     _check_risk(risk)
     _check_eps(eps)
     w = _check_weights(weights, r.shape[1], r)
     if method == "grpo":
         return _grpo(r, num_generations, w, eps)
-    z = _zscores(r, num_generations, eps)
+    z = _zscores(r, num_generations, eps, drop_constant=drop_constant_channels)
     if method == "gdpo":
         s = (z.nan_to_num(0.0) @ w).masked_fill(torch.isnan(r).all(dim=1), float("nan"))
+    elif method == "gdpo_mean":
+        s = weighted_mean(z, w)
     elif method == "rvpo":
         s = softmin(z, risk, w)
     elif method == "variance_penalty":
@@ -92,24 +115,44 @@ def compute_advantages(
     return _whiten(s, eps) if whiten else s
 
 
-def group_zscores(rewards: torch.Tensor, num_generations: int, *, eps: float = 1e-4) -> torch.Tensor:
+def group_zscores(rewards: torch.Tensor, num_generations: int, *, eps: float = 1e-4,
+                  drop_constant_channels: bool = False) -> torch.Tensor:
     """Per-channel group z-scores `[N, K]` of rewards `[N, K]`: `(r - nanmean_G) / (nanstd_G + eps)`.
 
-    NaN stays NaN; a channel present once in its group, or constant over it, gets 0. Bessel-corrected std as TRL's
-    `nanstd` (GDPO, arXiv 2601.05242). Raises ValueError like `compute_advantages`.
+    NaN stays NaN; a channel present once in its group, or constant over it, gets 0 (NaN with
+    `drop_constant_channels`). Bessel-corrected std as TRL's `nanstd` (GDPO, arXiv 2601.05242), so for a group
+    of G values the z-scores are the population z-scores times sqrt((G - 1) / G). Raises ValueError like
+    `compute_advantages`.
     """
     _check_eps(eps)
-    return _zscores(_check_rewards(rewards, num_generations), num_generations, eps)
+    return _zscores(_check_rewards(rewards, num_generations), num_generations, eps,
+                    drop_constant=drop_constant_channels)
 
 
-def _zscores(r: torch.Tensor, num_generations: int, eps: float) -> torch.Tensor:
+def _zscores(r: torch.Tensor, num_generations: int, eps: float, drop_constant: bool = False) -> torch.Tensor:
     n, k = r.shape
     g = r.reshape(n // num_generations, num_generations, k)
     count = (~torch.isnan(g)).sum(dim=1, keepdim=True)
     dev = g - g.nan_to_num(0.0).sum(dim=1, keepdim=True) / count  # NaN where absent
     std = _std(dev, count, dim=1)
-    scale = torch.where((count > 1) & (std > 0), 1.0 / (std + eps), 0.0)  # [P, 1, K]: 0 if seen once or constant
+    contrast = (count > 1) & (std > 0)  # [P, 1, K]
+    scale = torch.where(contrast, 1.0 / (std + eps), 0.0)  # 0 if seen once or constant
+    if drop_constant:
+        scale = scale.masked_fill(~contrast, float("nan"))  # no contrast: the channel counts as absent
     return (dev * scale).reshape(n, k)
+
+
+def weighted_mean(z: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """gdpo_mean score `[N]`: `sum_j w~_j z_j` over the non-NaN entries of each row of z `[N, K]`.
+
+    `w~` = weights `[K]` (default uniform) renormalised over the present channels, so uniform weights give
+    `(1/M) sum_j z_j` with M the row's present channel count (the GDPO baseline of RVPO, arXiv 2605.05750; the
+    k -> 0 limit of `softmin`). Rows with no present positive-weight channel give NaN.
+    """
+    w = _weights_like(z, weights)
+    z = _drop_zero_weight(z, w)
+    wsum = (~torch.isnan(z)).to(z.dtype) @ w
+    return (z.nan_to_num(0.0) @ w) / wsum  # 0 / 0 = NaN for a row without a present channel
 
 
 def softmin(z: torch.Tensor, risk: float, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -148,7 +191,7 @@ def variance_penalty(z: torch.Tensor, beta: float, weights: torch.Tensor | None 
     w = _weights_like(z, weights)
     z = _drop_zero_weight(z, w)
     wsum = (~torch.isnan(z)).to(z.dtype) @ w
-    mean = (z.nan_to_num(0.0) @ w) / wsum
+    mean = weighted_mean(z, w)
     var = ((z - mean.unsqueeze(1)).nan_to_num(0.0).square() @ w) / wsum
     return mean - beta * var
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from trainer.aggregation import METHODS
+from trainer.aggregation import DROP_CONSTANT_METHODS, METHODS
 from trainer.schedules import SCHEDULES, make_schedule
 
 logger = logging.getLogger(__name__)
@@ -33,11 +33,17 @@ class RVPOConfig(GRPOConfig):
     risk_adaptive_ema: float = field(default=0.9, metadata={"help": "Adaptive: EMA factor of the disagreement."})
     advantage_eps: float = field(default=1e-4, metadata={"help": "Added to every std (TRL uses 1e-4)."})
     pass_threshold: float = field(default=0.0, metadata={"help": "A channel passes when its reward > this."})
+    drop_constant_channels: bool = field(default=False, metadata={
+        "help": "Leave channels constant within a group out of the aggregation instead of Z = 0 (gdpo_mean, rvpo, "
+                "variance_penalty, min only)."})
 
     def __post_init__(self):
         super().__post_init__()
         if self.advantage_method not in METHODS:
             raise ValueError(f"advantage_method: unknown method {self.advantage_method!r}; expected one of {METHODS}")
+        if self.drop_constant_channels and self.advantage_method not in DROP_CONSTANT_METHODS:
+            raise ValueError(f"drop_constant_channels: only for {DROP_CONSTANT_METHODS}, not "
+                             f"advantage_method={self.advantage_method!r}")
         if self.risk_beta is not None and not self.risk_beta >= 0:
             raise ValueError(f"risk_beta: must be >= 0, got {self.risk_beta}")
         if not self.advantage_eps > 0:

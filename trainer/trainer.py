@@ -77,7 +77,8 @@ class RVPOTrainer(GRPOTrainer):
         risk = self.current_risk()
         weights = self.reward_weights.to(rewards.device)
         advantages = compute_advantages(rewards, num_generations, self.args.advantage_method, risk=risk,
-                                        beta=self.args.risk_beta, weights=weights, eps=self.args.advantage_eps)
+                                        beta=self.args.risk_beta, weights=weights, eps=self.args.advantage_eps,
+                                        drop_constant_channels=self.args.drop_constant_channels)
         start = self.accelerator.process_index * local.shape[0]
         output["advantages"] = advantages[start:start + local.shape[0]].to(local.dtype)
 

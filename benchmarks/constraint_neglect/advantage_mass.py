@@ -60,3 +60,44 @@ def study(batches: list[np.ndarray], g: int, bottleneck: int) -> dict[str, Any]:
                                 "value_gap": float(np.mean(gaps)) if gaps else float("nan"),
                                 "n_batches_with_both": len(shares), "n_value_only_groups": len(gaps)}
     return out
+
+
+def credit(batches: list[np.ndarray], num_generations: int, indicators: dict[str, list[np.ndarray]],
+           configs: dict[str, Any], steps: list[int] | None = None) -> dict[str, Any]:
+    """Credit each advantage method gives to a behaviour, on recorded batches (used by benchmarks/rubric_neglect).
+
+    Every batch `[N, K]` is re-aggregated with `compute_advantages(batch, G, **configs[name](step))` (`configs`:
+    name -> function of the batch's RL step giving the keyword arguments, so a k schedule can be followed).
+    For each indicator (one `[N]` bool array per batch, e.g. "the bottleneck criterion is met") and each group in
+    which it varies, the credit gap is mean advantage where it holds minus mean advantage where it does not.
+    Returns {name: {indicator: {"gap", "gap_minority", "gap_majority", "n_groups", "n_minority"}}}: `gap` over
+    every such group, `gap_minority` over the groups where the indicator holds for fewer than half of the G
+    completions (a rare success), `gap_majority` where it holds for more than half (a rare failure).
+    """
+    steps = steps if steps is not None else [0] * len(batches)
+    g = num_generations
+    out: dict[str, Any] = {}
+    for name, kwargs_at in configs.items():
+        acc = {ind: {"all": [], "minority": [], "majority": []} for ind in indicators}
+        for i, (b, step) in enumerate(zip(batches, steps)):
+            adv = compute_advantages(torch.tensor(b, dtype=torch.float64), g, **kwargs_at(step)).numpy()
+            adv = adv.reshape(-1, g)
+            for ind, per_batch in indicators.items():
+                flag = np.asarray(per_batch[i], dtype=bool).reshape(-1, g)
+                for p in range(flag.shape[0]):
+                    k = int(flag[p].sum())
+                    if 0 < k < g:
+                        gap = adv[p][flag[p]].mean() - adv[p][~flag[p]].mean()
+                        acc[ind]["all"].append(gap)
+                        if 2 * k < g:
+                            acc[ind]["minority"].append(gap)
+                        elif 2 * k > g:
+                            acc[ind]["majority"].append(gap)
+        out[name] = {ind: {"gap": _mean(v["all"]), "gap_minority": _mean(v["minority"]),
+                           "gap_majority": _mean(v["majority"]), "n_groups": len(v["all"]),
+                           "n_minority": len(v["minority"])} for ind, v in acc.items()}
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")

@@ -17,7 +17,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +26,8 @@ if __package__ in (None, ""):  # `python benchmarks/constraint_neglect/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import typer
+
+from benchmarks.procpool import make_pool, setup_worker
 
 HERE = Path(__file__).resolve().parent
 ALL_METHODS = ["grpo", "gdpo", "rvpo_k1", "rvpo_linear", "variance_penalty", "min"]
@@ -71,17 +72,6 @@ QUICK = Config(seeds=(0,), methods=("gdpo", "rvpo_k1"), n_train_per_fn=4, n_eval
                max_completion_length=40, eval_every=1, eval_samples=2, workers=1)
 
 
-def _setup_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def _task(cfg: Config):
     from rvpo.demo import tooltask as task
 
@@ -92,7 +82,7 @@ def _task(cfg: Config):
 
 
 def _base_job(cfg: Config, work: str) -> dict:
-    _setup_worker(cfg.threads)
+    setup_worker(cfg.threads)
     from rvpo.demo import tooltask as task
     from rvpo.demo.warmstart import build_base
 
@@ -107,7 +97,7 @@ def _base_job(cfg: Config, work: str) -> dict:
 
 
 def _warm_job(cfg: Config, seed: int, base_dir: str, work: str) -> dict:
-    _setup_worker(cfg.threads)
+    setup_worker(cfg.threads)
     from rvpo.demo import tooltask as task
     from rvpo.demo.warmstart import finetune
 
@@ -142,7 +132,7 @@ def _score_demos(pairs, train, functions) -> dict:
 
 
 def _rl_job(cfg: Config, method: str, seed: int, warm_dir: str, work: str) -> dict:
-    _setup_worker(cfg.threads)
+    setup_worker(cfg.threads)
     from benchmarks.constraint_neglect.train import rl_run
 
     _, train, evaluation = _task(cfg)
@@ -166,9 +156,7 @@ def run(cfg: Config, out_dir: Path, markdown: Path | None, work_dir: Path | None
     (work / "runs").mkdir(parents=True, exist_ok=True)
     log(f"work dir {work}")
     _, train, evaluation = _task(cfg)
-    pool_cm = ProcessPoolExecutor(max_workers=cfg.workers, mp_context=_spawn()) if cfg.workers > 1 \
-        else _InlineExecutor()
-    with pool_cm as pool:
+    with make_pool(cfg.workers) as pool:
         base = pool.submit(_base_job, cfg, str(work)).result()
         log(f"stage-1 base: {base['seconds']:.0f}s, loss {base['final_loss']:.3f}, held-out pass "
             f"{ {k.split('/')[-1]: round(v, 2) for k, v in base['held_out'].items()} }")
@@ -289,29 +277,6 @@ def _headline(summary: dict) -> dict:
         out["tests"][name] = {at: {"mean_diff": round(t[at]["mean_diff"], 4), "wilcoxon_p": t[at]["wilcoxon_p"],
                                    "ttest_p": t[at]["ttest_p"]} for at in ("final", "best")}
     return out
-
-
-class _InlineExecutor:
-    """Runs each job at submit time in this process (workers = 1: no start-up cost of a spawned process)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-
-        f: Future = Future()
-        f.set_result(fn(*args))
-        return f
-
-
-def _spawn():
-    import multiprocessing
-
-    return multiprocessing.get_context("spawn")
 
 
 app = typer.Typer(add_completion=False, help=__doc__)

@@ -27,16 +27,18 @@ LOG_KEYS = ("loss", "reward", "reward_std", "rvpo/risk", "rvpo/advantage_std", "
             "rvpo/disagreement", "completions/mean_length", "entropy")
 
 
-class _EvalCallback(TrainerCallback):
-    """Evaluate on the held-out rows at step 0 and every `every` steps (and at the last step)."""
+class EvalCallback(TrainerCallback):
+    """Evaluate on the held-out rows at step 0 and every `every` steps (and at the last step) with
+    `evaluate_fn(model, tokenizer, rows, **eval_kwargs) -> dict` (this benchmark's `evaluate` by default)."""
 
-    def __init__(self, model, tokenizer, rows, every: int, eval_kwargs: dict):
+    def __init__(self, model, tokenizer, rows, every: int, eval_kwargs: dict, evaluate_fn=evaluate):
         self.model, self.tokenizer, self.rows, self.every, self.eval_kwargs = model, tokenizer, rows, every, eval_kwargs
+        self.evaluate_fn = evaluate_fn
         self.results: list[dict] = []
 
     def _run(self, step: int):
         t0 = time.perf_counter()
-        res = evaluate(self.model, self.tokenizer, self.rows, **self.eval_kwargs)
+        res = self.evaluate_fn(self.model, self.tokenizer, self.rows, **self.eval_kwargs)
         res["step"] = step
         res["eval_seconds"] = time.perf_counter() - t0
         self.results.append(res)
@@ -92,7 +94,7 @@ def rl_run(method: str, seed: int, warm_dir: str | Path, train_rows: list[dict],
                           reward_funcs=scorer.reward_funcs())
     holder["trainer"] = trainer
     trainer.remove_callback(PrinterCallback)  # with disable_tqdm TRL would print every log dict
-    callback = _EvalCallback(model, tokenizer, eval_rows, eval_every,
+    callback = EvalCallback(model, tokenizer, eval_rows, eval_every,
                              {"samples_per_prompt": eval_samples, "max_new_tokens": max_completion_length,
                               "seed": eval_seed})
     trainer.add_callback(callback)
