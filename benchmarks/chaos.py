@@ -12,9 +12,14 @@ Scenarios (all on loopback; ``redis_restart`` runs its own ``redis-server`` on a
 - ``injection``: every completion carries an injected ``{"criteria_met": true}`` that the grader quotes while
   refusing it: verdicts flipped to the injected value;
 - ``body_limit``: gateway CPU seconds for a chunked 60 MB body, a 65 MB body without a token, a chunked body over
-  the 64 MiB limit, malformed JSON without a token.
+  the 64 MiB limit, malformed JSON without a token;
+- ``hung_criterion``: items of 8 criteria, every second item with one criterion the grader never answers, a judge
+  whose worst case per criterion (6.7 s) exceeds the worker's 4 s call; one job with a 60 s deadline (the call
+  timeout binds the budget) and one with 3 s (the deadline binds): siblings of the hung criterion kept, criteria of
+  the other items kept, time to answer and to the job's end.
 
-Targets (issue 14): 0 fabricated against the faulty backend, 0 lost on a Redis restart.
+Targets (issue 14): 0 fabricated against the faulty backend, 0 lost on a Redis restart, every sibling of a hung
+criterion kept.
 Usage: ``python benchmarks/chaos.py [--quick] [--only redis_restart,faulty_grader] [--legacy-redelivery]``
 (``--legacy-redelivery``: the worker without the lease and a 200 s visibility timeout, for comparison).
 """
@@ -38,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.harness import REDIS_URL, unique, uvicorn_server  # noqa: E402
 from tests import chaos_scenarios as cs  # noqa: E402  (the scenarios tests/test_chaos.py runs small)
 
-SCENARIOS = ("worker_sigkill", "redis_restart", "faulty_grader", "injection", "body_limit")
+SCENARIOS = ("worker_sigkill", "redis_restart", "faulty_grader", "injection", "body_limit", "hung_criterion")
 LEGACY_WORKER_ENV = {"RVPO_BROKER_LEASE_RENEW_S": "0", "RVPO_BROKER_VISIBILITY_TIMEOUT_S": "200",
                      "RVPO_BROKER_RESTORE_INTERVAL_S": "10"}
 MB = 10**6
@@ -114,11 +119,12 @@ def main() -> None:
     ap.add_argument("--down", type=float, default=20.0, help="seconds Redis stays down")
     ap.add_argument("--grader-items", type=int, default=150, help="items (x up to 4 criteria) graded")
     ap.add_argument("--seed", type=int, default=0, help="seed of the faulty backend's draw")
+    ap.add_argument("--hung-items", type=int, default=16, help="items (x 8 criteria) of the hung_criterion jobs")
     ap.add_argument("--legacy-redelivery", action="store_true",
                     help="worker without the lease, visibility timeout 200 s (the behaviour before issue 14)")
     a = ap.parse_args()
     if a.quick:
-        a.items, a.kill_after, a.down, a.grader_items = 40, 2.0, 6.0, 30
+        a.items, a.kill_after, a.down, a.grader_items, a.hung_items = 40, 2.0, 6.0, 30, 4
     wanted = [s for s in a.only.split(",") if s]
     unknown = set(wanted) - set(SCENARIOS)
     if unknown:
@@ -134,6 +140,8 @@ def main() -> None:
         "faulty_grader": lambda d: cs.faulty_grader(d, n_items=a.grader_items, seed=a.seed),
         "injection": lambda d: cs.faulty_grader(d, n_items=a.grader_items, faults="", inject=True, seed=a.seed),
         "body_limit": body_limit,
+        "hung_criterion": lambda d: cs.hung_criterion(d, n_items=a.hung_items, deadlines_s=(60.0, 3.0),
+                                                      worker_concurrency=min(8, a.hung_items)),
     }
     for name in wanted:
         d = logs / name

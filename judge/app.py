@@ -1,8 +1,9 @@
 """HTTP app of the judge: ``uvicorn judge.app:app --port 8001``.
 
-`POST /v1/judge` (bearer token when RVPO_API_TOKEN is set), `/livez`, `/readyz`, `/metrics`. A malformed
-request is a 422 naming the field (FastAPI/pydantic ``loc``); too many items, too many rubric items in one
-example, or too large a body is a 413.
+`POST /v1/judge` (bearer token when RVPO_API_TOKEN is set; time budget in the ``X-RVPO-Budget-S`` header),
+`/livez`, `/readyz`, `/metrics`. A malformed request is a 422 naming the field (FastAPI/pydantic ``loc``, also
+``["header", "X-RVPO-Budget-S"]``); too many items, too many rubric items in one example, or too large a body is
+a 413.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from contracts.judge import JudgeRequest, JudgeResponse
 from judge import metrics
 from judge.service import JudgeService
 from judge.settings import get_settings
+from services.common.budget import Budget, budget_dependency
 from services.common.http import ERROR_RESPONSES, install_common, require_token, too_many_items
 
 settings = get_settings()
@@ -42,11 +44,13 @@ app = FastAPI(title="rvpo judge", version="1", lifespan=lifespan)
 install_common(app, max_body_bytes=settings.judge_max_body_bytes, ready_check=_ready,
                api_token=settings.api_token)
 router = APIRouter(dependencies=[Depends(require_token(settings))], responses=ERROR_RESPONSES)
+judge_budget = budget_dependency(settings.judge_budget_s, settings.judge_max_budget_s)
 
 
 @router.post("/v1/judge", response_model=JudgeResponse)
-async def judge(body: JudgeRequest, request: Request) -> dict:
-    """Grade each example's rubric items against its completion; results in request order."""
+async def judge(body: JudgeRequest, request: Request, budget: Budget = Depends(judge_budget)) -> dict:
+    """Grade each example's rubric items against its completion; results in request order, within the time
+    budget of the ``X-RVPO-Budget-S`` header (else ``RVPO_JUDGE_BUDGET_S``; services/common/budget.py)."""
     if len(body.items) > settings.judge_max_items:
         raise too_many_items(len(body.items), settings.judge_max_items)
     for i, item in enumerate(body.items):
@@ -58,7 +62,7 @@ async def judge(body: JudgeRequest, request: Request) -> dict:
             )
     service: JudgeService = request.app.state.service
     with metrics.IN_FLIGHT.track_inprogress():
-        return {"items": await service.judge(body.items)}
+        return {"items": await service.judge(body.items, budget)}
 
 
 app.include_router(router)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, TypeVar
 
@@ -22,7 +23,9 @@ R = TypeVar("R")
 
 
 class MicroBatcher(Generic[T, R]):
-    """``handler(list[T]) -> list[R]`` (same length and order); results reach callers through futures.
+    """``handler(list[T]) -> list[R | Awaitable[R]]`` (same length and order); results reach callers through
+    futures. An element that is awaitable (a backend grading items independently) resolves its caller as soon as
+    it is done, not when the slowest item of the batch is, and is cancelled when its caller goes away.
 
     If ``handler`` raises, every item of that batch gets the exception. ``on_batch(size)`` is called per
     dispatched batch (metrics, tests); ``on_depth(n)`` with the queue length after each change.
@@ -135,13 +138,41 @@ class MicroBatcher(Generic[T, R]):
                     if not fut.done():
                         fut.set_exception(exc)
                 return
+            running = []
             for (_, fut), res in zip(batch, results):
-                if not fut.done():
+                if inspect.isawaitable(res):
+                    running.append(_chain(asyncio.ensure_future(res), fut))
+                elif not fut.done():
                     fut.set_result(res)
+            if running:  # the batch keeps its slot until its last item is done
+                await asyncio.wait(running)
         except asyncio.CancelledError:
             for _, fut in batch:
-                fut.cancel()
+                fut.cancel()  # also cancels the item's running awaitable (_chain)
             raise
         finally:
             if self._slots is not None:
                 self._slots.release()
+
+
+def _chain(task: asyncio.Future, fut: asyncio.Future) -> asyncio.Future:
+    """Resolve the caller's ``fut`` with ``task``'s result or exception as soon as it is done; a caller that goes
+    away (``fut`` cancelled, e.g. its time budget spent) cancels ``task``. Returns ``task``."""
+
+    def done(t: asyncio.Future) -> None:
+        if fut.done():
+            return
+        if t.cancelled():
+            fut.cancel()
+        elif t.exception() is not None:
+            fut.set_exception(t.exception())
+        else:
+            fut.set_result(t.result())
+
+    def gone(f: asyncio.Future) -> None:
+        if f.cancelled() and not task.done():
+            task.cancel()
+
+    task.add_done_callback(done)
+    fut.add_done_callback(gone)
+    return task

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from contracts.processes import default_port
@@ -52,7 +52,15 @@ class JudgeSettings(CommonSettings):
     judge_backoff_max_s: float = Field(8.0, ge=0, description="Longest single backoff.")
     judge_parse_retries: int = Field(
         3, ge=0, description="Re-asks after an answer with no valid verdict; then the verdict is null.")
-    judge_timeout_s: float = Field(60.0, gt=0, description="Per backend request timeout.")
+    judge_timeout_s: float = Field(
+        60.0, gt=0, description="Longest single backend request (attempt), waiting for a free connection included.")
+
+    # --- time budget of a request (services/common/budget.py; header X-RVPO-Budget-S) ------------------------
+    judge_budget_s: float = Field(
+        110.0, gt=0, description="Seconds a request without an `X-RVPO-Budget-S` header may take; criteria not "
+                                 "graded by then are null (`judge_budget_exceeded`).")
+    judge_max_budget_s: float = Field(
+        600.0, gt=0, description="Ceiling of the `X-RVPO-Budget-S` header (a larger value is lowered to it).")
 
     # --- several grader replicas (see judge/backends/routing.py) ----------------------------------------------
     judge_routing: Literal["sticky", "round_robin", "random"] = Field(
@@ -119,6 +127,15 @@ class JudgeSettings(CommonSettings):
         if len(set(urls)) != len(urls):
             raise ValueError("the same URL is listed twice")
         return urls
+
+    @model_validator(mode="after")
+    def _budgets_nest(self) -> "JudgeSettings":
+        """One full backend attempt fits in the default budget, which fits under the ceiling."""
+        if not self.judge_timeout_s <= self.judge_budget_s <= self.judge_max_budget_s:
+            raise ValueError(
+                "need RVPO_JUDGE_TIMEOUT_S <= RVPO_JUDGE_BUDGET_S <= RVPO_JUDGE_MAX_BUDGET_S, got "
+                f"{self.judge_timeout_s} <= {self.judge_budget_s} <= {self.judge_max_budget_s}")
+        return self
 
     def backend_urls(self) -> list[str]:
         """The grader replicas' base URLs: ``RVPO_JUDGE_BASE_URLS`` when set, else ``[RVPO_JUDGE_BASE_URL]``."""

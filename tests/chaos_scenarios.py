@@ -353,3 +353,92 @@ def long_task_lease(log_dir: Path, n_items: int = 1) -> dict:
         return {"scenario": "long_task_lease", "status": watch.job["status"], "attempts": attempts,
                 "task_s": round(t_end - t0, 1), "visibility_timeout_s": 3.0,
                 "channels": [it["channels"] for it in watch.job["items"]]}
+
+
+#: The judge of the budget scenarios: 0.8 s per backend attempt, 3 retries with 0.5, 1, 2 s backoff - a criterion
+#: whose grader never answers keeps it busy >= 6.7 s, longer than the worker's 4 s judge call (the same ratio as
+#: the defaults: (1 + 3) x 60 s + 3.5 s of backoff = 243.5 s per answer against a 120 s call).
+BUDGET_JUDGE_ENV = {"RVPO_JUDGE_TIMEOUT_S": "0.8", "RVPO_JUDGE_RETRIES": "3", "RVPO_JUDGE_BACKOFF_S": "0.5",
+                    "RVPO_JUDGE_BACKOFF_MAX_S": "8", "RVPO_JUDGE_CACHE_ENABLED": "false"}
+BUDGET_WORKER_ENV = {"RVPO_WORKER_JUDGE_TIMEOUT_S": "4", "RVPO_WORKER_RULES_TIMEOUT_S": "4",
+                     "RVPO_WORKER_BUDGET_MARGIN_S": "0.5",
+                     "RVPO_TASK_SOFT_TIME_LIMIT_S": "20", "RVPO_TASK_TIME_LIMIT_S": "25"}
+HANG = " [[fake:hang]]"
+
+
+def hung_items(n_items: int, n_rubrics: int, hung_items_every: int = 1) -> tuple[list[dict], set[tuple[int, int]]]:
+    """Judge-only items of ``n_rubrics`` HealthBench criteria each; in every ``hung_items_every``-th item one
+    criterion (slot ``i % n_rubrics``) carries ``[[fake:hang]]``: the fake grader never answers it. Returns the
+    items and the hung (item, slot) pairs."""
+    hb = [h for h in read_jsonl("healthbench_sample.jsonl") if len(h["rubrics"]) >= n_rubrics]
+    items, hung = [], set()
+    for i in range(n_items):
+        h = hb[i % len(hb)]
+        completion = (h["ideal_completions_data"]["ideal_completion"] if h.get("ideal_completions_data")
+                      else "see a doctor") + f"\n\n(sample {i})"
+        rubrics = [{"criterion": c["criterion"], "points": c["points"]} for c in h["rubrics"][:n_rubrics]]
+        if i % hung_items_every == 0:
+            j = i % n_rubrics
+            rubrics[j] = dict(rubrics[j], criterion=rubrics[j]["criterion"] + HANG)
+            hung.add((i, j))
+        items.append({"id": f"h-{i}", "prompt": h["prompt"], "completion": completion, "rubrics": rubrics})
+    return items, hung
+
+
+def _hung_figures(items: list[dict], hung: set[tuple[int, int]], res: dict[str, dict]) -> dict:
+    """Counts of one hung-criterion job (see :func:`hung_criterion`)."""
+    hung_rows = {i for i, _ in hung}
+    counts: collections.Counter = collections.Counter()
+    hung_reasons: collections.Counter = collections.Counter()
+    for i, item in enumerate(items):
+        got = res.get(f"{i}:judge") or {"channels": {}, "reasons": {}}
+        for j, r in enumerate(item["rubrics"]):
+            name = f"rubric/{j:02d}"
+            value = got["channels"].get(name)
+            want = r["points"] if rule_verdict(r["criterion"], item["completion"]) else 0.0
+            if (i, j) in hung:
+                counts["hung"] += 1
+                hung_reasons[(got["reasons"].get(name) or "no reason").split(":", 1)[0]] += 1
+                continue
+            group = "siblings" if i in hung_rows else "other"
+            counts[group] += 1
+            counts[f"{group}_kept" if value == want else f"{group}_lost" if value is None else f"{group}_wrong"] += 1
+    out = {k: counts[k] for k in ("hung", "siblings", "siblings_kept", "siblings_lost", "siblings_wrong", "other",
+                                  "other_kept", "other_lost", "other_wrong")}
+    out["hung_reasons"] = dict(hung_reasons)
+    calls = [r.get("elapsed_s") or 0.0 for k, r in res.items() if int(k.split(":")[0]) in hung_rows]
+    out["hung_item_call_s"] = round(max(calls), 2) if calls else None
+    return out
+
+
+def hung_criterion(log_dir: Path, n_items: int = 4, n_rubrics: int = 8, hung_items_every: int = 2,
+                   deadlines_s: tuple[float, ...] = (60.0, 3.0), worker_env: dict[str, str] | None = None,
+                   judge_env: dict[str, str] | None = None, worker_concurrency: int = 4) -> dict:
+    """Items whose grader hangs on one criterion, through gateway -> worker -> judge -> fake LLM, with a judge whose
+    worst case per criterion exceeds the worker's judge call (:data:`BUDGET_JUDGE_ENV`, :data:`BUDGET_WORKER_ENV`:
+    4 s). One job per entry of ``deadlines_s``, one after the other on the same stack: with 60 s the worker's call
+    timeout bounds the budget, with 3 s the job deadline does.
+
+    Figures per job (``deadline_<D>s``): ``siblings`` (criteria of the hung items that do not hang),
+    ``siblings_kept`` (those with the verdict the fake's rule gives), ``siblings_lost`` (null), ``hung_reasons``
+    (reason kinds of the hung criteria), ``other_kept`` / ``other_lost`` / ``other_wrong`` (criteria of the items
+    without a hung one), ``hung_item_call_s`` (the slowest judge task of a hung item), ``total_s`` (submission ->
+    final status) against ``deadline_s``."""
+    items, hung = hung_items(n_items, n_rubrics, hung_items_every)
+    w_env = {**BUDGET_WORKER_ENV, **(worker_env or {})}
+    out: dict = {"scenario": "hung_criterion", "items": n_items, "criteria": n_items * n_rubrics,
+                 "worker_judge_timeout_s": float(w_env["RVPO_WORKER_JUDGE_TIMEOUT_S"]),
+                 "budget_margin_s": float(w_env["RVPO_WORKER_BUDGET_MARGIN_S"])}
+    with running_stack(log_dir, worker_env=w_env, worker_concurrency=worker_concurrency,
+                       judge_env={**BUDGET_JUDGE_ENV, **(judge_env or {})}) as stack:
+        for deadline_s in deadlines_s:
+            t0 = time.monotonic()
+            job_id = submit(stack, items, deadline_s)
+            job = httpx.get(f"{stack.urls['gateway']}/v1/jobs/{job_id}", params={"wait": deadline_s + 30},
+                            timeout=deadline_s + 60)
+            job.raise_for_status()
+            total_s = time.monotonic() - t0
+            res = {k: json.loads(v) for k, v in stack.job_hash(job_id, "res").items()}
+            out[f"deadline_{deadline_s:g}s"] = {**_hung_figures(items, hung, res), "deadline_s": deadline_s,
+                                                "total_s": round(total_s, 2), "status": job.json()["status"]}
+    return out

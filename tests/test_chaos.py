@@ -70,6 +70,23 @@ def test_a_live_worker_keeps_its_long_task_past_the_visibility_timeout(tmp_path,
     assert set(out["attempts"].values()) == {1}, out  # never delivered a second time while it ran
 
 
+def test_one_hung_criterion_is_nulled_alone_and_the_job_ends_well_before_its_deadline(tmp_path, redis_url):
+    """The judge's worst case per criterion (6.7 s) exceeds the worker's 4 s call: the budget the worker sends
+    (its call or the job deadline, less a 0.5 s margin) makes the judge null the hung criterion alone, in time."""
+    out = cs.hung_criterion(tmp_path, n_items=4, deadlines_s=(60.0, 3.0))
+    for key in ("deadline_60s", "deadline_3s"):
+        f = out[key]
+        assert f["hung"] == 2 and f["siblings"] == 14 and f["other"] == 16, f
+        assert (f["siblings_kept"], f["siblings_lost"], f["siblings_wrong"]) == (14, 0, 0), f
+        assert (f["other_kept"], f["other_lost"], f["other_wrong"]) == (16, 0, 0), f
+        assert f["hung_reasons"] == {"judge_budget_exceeded": 2}, f  # not the worker's timeout, not the deadline
+        assert f["status"] == "partial", f
+    # the call timeout binds: answered within 4 - 0.5 / 2 s; the job ends 60 s before its deadline, nearly
+    assert out["deadline_60s"]["hung_item_call_s"] < 4.0 - 0.25 and out["deadline_60s"]["total_s"] < 10
+    # the deadline binds: answered before 3 - 0.5 / 2 s
+    assert out["deadline_3s"]["hung_item_call_s"] < 3.0 - 0.25
+
+
 def test_benchmark_script_body_limit_figures(redis_url):
     """benchmarks/chaos.py itself (its body-limit scenario): statuses of the four request shapes."""
     import subprocess

@@ -175,7 +175,8 @@ def test_malformed_item_422_names_the_field(stack, mutate, loc, words):
 
 def test_backend_that_never_answers_gives_partial_within_deadline(stack):
     """Every rubric criterion of the HealthBench items carries the fake LLM's `hang` marker (no answer for 60 s,
-    and the judge keeps retrying for >= 6.7 s); the BFCL item is scored normally. The job has a 3 s deadline."""
+    and the judge would keep retrying for >= 6.7 s); the BFCL item is scored normally. The job has a 3 s deadline:
+    the worker gives the judge the time left less its 1 s margin, and the judge answers within it."""
     hb = read_jsonl("healthbench_sample.jsonl")[3:5]
     hang_items = []
     for r in hb:
@@ -193,7 +194,7 @@ def test_backend_that_never_answers_gives_partial_within_deadline(stack):
                     timeout=30).json()
     elapsed = time.monotonic() - t0
     assert job["status"] == "partial", job
-    assert deadline_s - 0.2 <= elapsed < deadline_s + 2.0, elapsed
+    assert elapsed < deadline_s + 2.0, elapsed
     bfcl, *hangs = job["items"]
     assert bfcl["sources"]["rules"]["state"] == "ok" and bfcl["channels"]["rules/function_name"] == 1.0
     for it in hangs:
@@ -202,7 +203,7 @@ def test_backend_that_never_answers_gives_partial_within_deadline(stack):
         assert set(it["channels"]) == {"rubric/00", "rubric/01", "rubric/02"}
         for name, value in it["channels"].items():
             assert value is None
-            assert it["reasons"][name].split(":")[0] in ("judge_timeout", "deadline_exceeded"), it["reasons"]
+            assert it["reasons"][name].split(":")[0] == "judge_budget_exceeded", it["reasons"]  # not the deadline
     dense = httpx.get(f"{stack.urls['gateway']}/v1/jobs/{job_id}/rewards", headers=AUTH).json()
     assert dense["status"] == "partial"
     assert all(v is None for row in dense["rewards"][1:] for v in row[:3])

@@ -121,3 +121,40 @@ def test_rejects_bad_batch_size():
 
     with pytest.raises(ValueError):
         MicroBatcher(handler, max_batch_size=0, max_wait_s=0.0)
+
+
+def test_awaitable_results_release_each_caller_when_its_own_item_is_done():
+    """A handler that grades items independently returns one awaitable per item: the fast items' callers get
+    their results while the slow one still runs, and a caller that goes away cancels its item's work."""
+    async def main():
+        slow_started, slow_cancelled = asyncio.Event(), asyncio.Event()
+
+        async def grade(x):
+            if x == "slow":
+                slow_started.set()
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    slow_cancelled.set()
+                    raise
+            if x == "bad":
+                raise RuntimeError("broken item")
+            return x.upper()
+
+        async def handler(xs):
+            return [asyncio.ensure_future(grade(x)) for x in xs]
+
+        b = MicroBatcher(handler, max_batch_size=4, max_wait_s=0.0, max_concurrent_batches=1)
+        fast, slow, bad = b.submit_many(["fast", "slow", "bad"])
+        assert await asyncio.wait_for(fast, 5) == "FAST"  # while "slow" sleeps its 30 s
+        with pytest.raises(RuntimeError, match="broken item"):
+            await asyncio.wait_for(bad, 5)
+        await asyncio.wait_for(slow_started.wait(), 5)
+        assert not slow.done()
+        slow.cancel()  # the caller's budget is spent
+        await asyncio.wait_for(slow_cancelled.wait(), 5)
+        # the batch held the only slot until its last item ended; now the next batch runs
+        assert await asyncio.wait_for(b.submit("next"), 5) == "NEXT"
+        await b.aclose()
+
+    run(main())

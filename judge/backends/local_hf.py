@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from judge import metrics
-from judge.backends.base import GradeJob, Outcome
+from judge.backends.base import BUDGET_EXCEEDED, GradeJob, Outcome
 from judge.settings import JudgeSettings
 
 YES_VARIANTS = ("yes", "Yes", " yes", " Yes", "YES")
@@ -112,7 +112,21 @@ class LocalHFBackend:
         return result
 
     async def grade_batch(self, jobs: list[GradeJob]) -> list[Outcome]:
-        """One forward pass for the whole batch (in a worker thread); a null Outcome per job on failure."""
+        """One forward pass for the whole batch (in a worker thread); a null Outcome per job on failure.
+
+        Time budget at batch granularity: a job whose deadline has passed when its batch reaches the model is
+        left out of the pass (``judge_budget_exceeded``), and no pass runs when every job's has; a pass, once
+        started, runs to its end (the service answers at the deadline without what is still running)."""
+        late = {i for i, j in enumerate(jobs) if j.time_left() <= 0}
+        run = [i for i in range(len(jobs)) if i not in late]
+        outs: list[Outcome] = [Outcome(None, error=f"{BUDGET_EXCEEDED}: the deadline passed before the forward "
+                                                   "pass of its batch started")] * len(jobs)
+        if run:
+            for i, out in zip(run, await self._grade_now([jobs[i] for i in run])):
+                outs[i] = out
+        return outs
+
+    async def _grade_now(self, jobs: list[GradeJob]) -> list[Outcome]:
         texts = [self.render(j.messages) for j in jobs]
         t0 = time.perf_counter()
         try:

@@ -4,7 +4,9 @@ Per rubric item: POST ``{base_url}/chat/completions`` to one of the grader repli
 or the single ``RVPO_JUDGE_BASE_URL``) that :class:`judge.backends.routing.Router` picks; transport failures,
 timeouts, 408, 429 and 5xx are retried - on another replica when one is available, else with exponential backoff
 (tenacity) - up to ``RVPO_JUDGE_RETRIES`` times in all (:meth:`OpenAICompatBackend._post`, the one attempt
-loop); an answer without a valid verdict is re-asked up to ``RVPO_JUDGE_PARSE_RETRIES`` times. At most
+loop); an answer without a valid verdict is re-asked up to ``RVPO_JUDGE_PARSE_RETRIES`` times - all of it within
+the request's time budget (``GradeJob.deadline``): what cannot finish in time is a null verdict with reason
+``judge_budget_exceeded``, never a late answer. At most
 ``RVPO_JUDGE_CONCURRENCY`` requests per replica are in flight: a request borrows one of that many
 single-connection httpx clients (:class:`ClientPool`) and gives it back when answered, never holding it during
 a backoff.
@@ -20,14 +22,17 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity.stop import stop_base
 
 from judge import metrics
-from judge.backends.base import GradeJob, Outcome
+from judge.backends.base import BUDGET_EXCEEDED, GradeJob, Outcome
 from judge.backends.routing import Replica, Router
 from judge.parsing import VerdictParseError, parse_verdict, yes_no_probability
 from judge.settings import JudgeSettings
 
 RETRY_STATUSES = frozenset({408, 429})
+#: no request, retry or re-ask starts with less than this many seconds left in the request's time budget
+MIN_ATTEMPT_S = 0.05
 
 
 class _RetryableStatus(Exception):
@@ -39,6 +44,21 @@ class _RetryableStatus(Exception):
 class _FatalStatus(Exception):
     def __init__(self, status: int, body: str):
         super().__init__(f"HTTP {status}: {body[:200]}")
+
+
+class _BudgetSpent(Exception):
+    """The request's time budget ends before this grader request could (its message says where it stopped)."""
+
+
+class _stop_at_deadline(stop_base):
+    """tenacity stop: the next attempt, after its backoff, would have less than MIN_ATTEMPT_S before the job's
+    deadline."""
+
+    def __init__(self, job: GradeJob):
+        self.job = job
+
+    def __call__(self, retry_state) -> bool:
+        return self.job.time_left() - (retry_state.upcoming_sleep or 0.0) < MIN_ATTEMPT_S
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -117,16 +137,32 @@ class OpenAICompatBackend:
     # -- public --------------------------------------------------------------------------------------------
     async def grade_batch(self, jobs: list[GradeJob]) -> list[Outcome]:
         """Grade every job concurrently (bounded by the concurrency limit); one Outcome per job, in order."""
-        return list(await asyncio.gather(*(self.grade_one(j) for j in jobs)))
+        return list(await asyncio.gather(*self.grade_each(jobs)))
+
+    def grade_each(self, jobs: list[GradeJob]) -> list[asyncio.Task[Outcome]]:
+        """Start grading every job concurrently; one task per job, in order, each resolving to its Outcome
+        independently of the others (what the service hands the micro-batcher, so that each caller gets its own
+        Outcome as soon as it is done: a slow criterion holds back no other)."""
+        return [asyncio.ensure_future(self.grade_one(j)) for j in jobs]
 
     async def grade_one(self, job: GradeJob) -> Outcome:
-        """Ask, parse, re-ask on an unparseable answer; a null Outcome with the reason when it cannot."""
+        """Ask, parse, re-ask on an unparseable answer; a null Outcome with the reason when it cannot.
+
+        Within ``job.deadline``: no request, retry or re-ask starts that could not end before it (fewer than
+        :data:`MIN_ATTEMPT_S` left), an attempt is cut at it; either gives ``judge_budget_exceeded: ...``."""
         attempts = 1 + self.settings.judge_parse_retries
         raw: str | None = None
         problem = ""
-        for _ in range(attempts):
+        for n in range(attempts):
+            if job.time_left() < MIN_ATTEMPT_S:
+                what = ("no time left to ask the grader" if n == 0 else
+                        f"no time left for re-ask {n} of {attempts - 1} after an answer without a valid verdict "
+                        f"({problem})")
+                return Outcome(None, error=f"{BUDGET_EXCEEDED}: {what}", raw=raw)
             try:
                 data = await self._post(self._body(job), job)
+            except _BudgetSpent as exc:
+                return Outcome(None, error=f"{BUDGET_EXCEEDED}: {exc}", raw=raw)
             except httpx.TimeoutException:
                 return Outcome(None, error=f"judge_timeout: no answer within {self.settings.judge_timeout_s} s "
                                            f"after {1 + self.settings.judge_retries} attempts", raw=raw)
@@ -180,17 +216,22 @@ class OpenAICompatBackend:
         """THE attempt loop of one grader request (retries and failover live here and only here).
 
         At most ``1 + RVPO_JUDGE_RETRIES`` attempts in all, whichever replicas they reach (a failover spends the
-        same budget; a remaining-time budget belongs in this loop's ``stop`` condition). Each attempt: the
+        same budget), and none past ``job.deadline``: the loop stops when the next attempt, after its backoff,
+        would have less than :data:`MIN_ATTEMPT_S` left, and an attempt lasts at most ``min(RVPO_JUDGE_TIMEOUT_S,
+        time left)`` (a wait for a free connection included); either raises _BudgetSpent. Each attempt: the
         router picks a replica (sticky: the example's; never one this request already failed on while another
         is available), one POST, the outcome reported back to the router (health, load, metrics). A replica
         failure - transport error, timeout, 408/429/5xx - is retried at once on another available replica, else
         after exponential backoff (``RVPO_JUDGE_BACKOFF_S`` doubling up to ``RVPO_JUDGE_BACKOFF_MAX_S``). A
         4xx is final. Returns the decoded JSON body (or its text when it is not JSON); raises the last error
-        (httpx.TimeoutException / TransportError, _RetryableStatus, _FatalStatus) when no attempt succeeded.
+        (httpx.TimeoutException / TransportError, _RetryableStatus, _FatalStatus) when the attempts are spent, or
+        _BudgetSpent when the time is.
         """
         s = self.settings
         failed: set[int] = set()  # replicas this request failed on
         backoff = wait_exponential(multiplier=s.judge_backoff_s, max=s.judge_backoff_max_s)
+        most = 1 + s.judge_retries
+        n = 0  # attempts started
 
         def wait(state) -> float:
             return 0.0 if self.router.any_untried(failed) else backoff(state)
@@ -198,26 +239,42 @@ class OpenAICompatBackend:
         def before_sleep(state) -> None:
             metrics.RETRIES.labels(_retry_reason(state.outcome.exception())).inc()
 
-        retrying = AsyncRetrying(stop=stop_after_attempt(1 + s.judge_retries), wait=wait,
+        retrying = AsyncRetrying(stop=stop_after_attempt(most) | _stop_at_deadline(job), wait=wait,
                                  retry=retry_if_exception(_retryable), before_sleep=before_sleep, reraise=True)
-        async for attempt in retrying:
-            with attempt:
-                replica = self.router.acquire(job.route_key, job.pin_key, failed)
-                healthy: bool | None = None  # None: cancelled - says nothing about the replica
-                reason = ""
-                try:
-                    data = await self._send(replica, body, job.route_key)
-                    healthy = True
-                    return data
-                except _FatalStatus:
-                    healthy = True  # a 4xx is about the request, not the replica
-                    raise
-                except (_RetryableStatus, httpx.TransportError) as exc:
-                    healthy, reason = False, _retry_reason(exc)
-                    failed.add(replica.index)
-                    raise
-                finally:
-                    self.router.release(replica, ok=healthy, reason=reason, pin_key=job.pin_key)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    n += 1
+                    left = job.time_left()
+                    limit = min(s.judge_timeout_s, left)
+                    replica = self.router.acquire(job.route_key, job.pin_key, failed)
+                    healthy: bool | None = None  # None: cancelled or cut by the budget - says nothing of the replica
+                    reason = ""
+                    try:
+                        try:
+                            async with asyncio.timeout(limit):  # the whole attempt, a wait for a connection included
+                                data = await self._send(replica, body, job.route_key)
+                        except TimeoutError:
+                            if left < s.judge_timeout_s:
+                                raise _BudgetSpent(f"attempt {n} of {most} cut at the request's deadline after "
+                                                   f"{limit:.3g} s") from None
+                            raise httpx.ReadTimeout(f"no answer within {limit:.3g} s") from None
+                        healthy = True
+                        return data
+                    except _FatalStatus:
+                        healthy = True  # a 4xx is about the request, not the replica
+                        raise
+                    except (_RetryableStatus, httpx.TransportError) as exc:
+                        healthy, reason = False, _retry_reason(exc)
+                        failed.add(replica.index)
+                        raise
+                    finally:
+                        self.router.release(replica, ok=healthy, reason=reason, pin_key=job.pin_key)
+        except (_RetryableStatus, httpx.TransportError) as exc:
+            if n < most:  # stopped by the budget, not by the number of attempts
+                raise _BudgetSpent(f"no time left for attempt {n + 1} of {most} after {_retry_reason(exc)} "
+                                   f"({str(exc)[:120] or type(exc).__name__})") from exc
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(self, replica: Replica, body: dict, route_key: str | None) -> object:

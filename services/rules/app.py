@@ -3,7 +3,8 @@
 ``POST /v1/rules/score`` answers ``{"items": [RulesResult, ...]}`` in request order (docs/contracts.md);
 ``/livez``, ``/readyz``, ``/metrics`` come from :func:`services.common.http.install_common`. A batch over
 ``RVPO_RULES_MAX_ITEMS`` items or ``RVPO_RULES_MAX_BODY_BYTES`` bytes is a 413; a malformed item a 422 naming
-the field; a missing/wrong bearer token (when ``RVPO_API_TOKEN`` is set) a 401.
+the field (or a ``X-RVPO-Budget-S`` header that is not a number); a missing/wrong bearer token (when
+``RVPO_API_TOKEN`` is set) a 401.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import Response
 from prometheus_client import Counter, Histogram
 
+from services.common.budget import BUDGET_HEADER, Budget, budget_dependency
 from services.common.http import ERROR_RESPONSES, install_common, require_token, too_many_items
 from services.rules.channels import score_item
 from services.rules.schemas import (CHANNELS, RulesItem, RulesRequest, RulesResponse, RulesResult, ToolRLValues,
@@ -31,34 +33,45 @@ INTERNAL_ERRORS = Counter("rvpo_rules_internal_errors_total", "Items whose scori
 SECONDS = Histogram("rvpo_rules_request_seconds", "Time to score one POST /v1/rules/score batch.")
 
 
-def _failed(item: RulesItem, exc: Exception) -> RulesResult:
-    reason = f"internal_error: {type(exc).__name__}: {exc}"[:500]
+def _unscored(item: RulesItem, error_type: str, reason: str) -> RulesResult:
+    """Every channel NaN with ``reason`` (an item that could not be scored)."""
+    reason = reason[:500]
     return construct(
         RulesResult,
-        id=item.id, valid=False, error_type="rules:internal_error", error=reason, format=None, calls=[],
+        id=item.id, valid=False, error_type=error_type, error=reason, format=None, calls=[],
         channels=dict.fromkeys(CHANNELS, math.nan), reasons=dict.fromkeys(CHANNELS, reason),
         toolrl=construct(ToolRLValues, format=math.nan, correctness=math.nan),
     )
 
 
+rules_budget = budget_dependency(settings.rules_budget_s, settings.rules_max_budget_s)
+
+
 @app.post("/v1/rules/score", response_model=RulesResponse, responses=ERROR_RESPONSES,
           dependencies=[Depends(require_token(settings))])
-def score(request: RulesRequest) -> Response:
-    """Score every item; the body is serialized by pydantic so NaN channels go out as ``null``."""
+def score(request: RulesRequest, budget: Budget = Depends(rules_budget)) -> Response:
+    """Score every item; the body is serialized by pydantic so NaN channels go out as ``null``.
+
+    Within the time budget (``X-RVPO-Budget-S``, else ``RVPO_RULES_BUDGET_S``; services/common/budget.py), item
+    by item: an item not started before the budget ends is NaN with reason ``rules_budget_exceeded``."""
     if len(request.items) > settings.rules_max_items:
         raise too_many_items(len(request.items), settings.rules_max_items)
     start = time.perf_counter()
     results = []
     for item in request.items:
+        if budget.left() <= 0:
+            results.append(_unscored(item, "rules:budget_exceeded", "rules_budget_exceeded: not scored within "
+                                                                    f"{budget.describe()}"))
+            continue
         try:
             result = score_item(item)
         except Exception as exc:  # noqa: BLE001 - one broken item must not fail the batch; it is NaN + reason
             INTERNAL_ERRORS.inc()
-            result = _failed(item, exc)
+            result = _unscored(item, "rules:internal_error", f"internal_error: {type(exc).__name__}: {exc}")
         ITEMS.labels(valid=str(result.valid).lower()).inc()
         if result.error_type == "ast_decoder:decoder_failed":
             PARSE_ERRORS.labels(format=result.format or "unknown").inc()
         results.append(result)
     SECONDS.observe(time.perf_counter() - start)
     body = construct(RulesResponse, items=results).model_dump_json()
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers={BUDGET_HEADER: f"{budget.seconds:g}"})

@@ -1,7 +1,11 @@
 """Celery worker settings (environment, prefix ``RVPO_``), read by pydantic-settings.
 
-The time limits are ordered so that nothing hangs: ``worker_judge_timeout_s`` / ``worker_rules_timeout_s``
-(one HTTP call) < ``task_soft_time_limit_s`` < ``task_time_limit_s``. Nothing is delivered twice while it still
+The time limits are ordered so that nothing hangs: ``worker_budget_margin_s`` < ``worker_judge_timeout_s`` /
+``worker_rules_timeout_s`` (one HTTP call) < ``task_soft_time_limit_s`` < ``task_time_limit_s``. One time budget
+nests inside the next (docs/gateway.md, "Time budgets"): a call may take ``W = min(its timeout, time left before
+the job deadline)``; the worker sends the service ``W - margin`` as its budget (header ``X-RVPO-Budget-S``,
+services/common/budget.py), which the service answers within, and gives up itself at ``W - margin / 2`` (a
+backstop that still leaves half the margin to write the result before the deadline). Nothing is delivered twice while it still
 runs because a live worker renews the lease of its tasks every ``broker_lease_renew_s``, well inside
 ``broker_visibility_timeout_s`` (after which the Redis transport hands an unacknowledged task to another
 worker); with the lease off (``broker_lease_renew_s = 0``) the visibility timeout must exceed the hard time
@@ -22,7 +26,8 @@ class WorkerSettings(QueueSettings):
     Environment: ``RVPO_JUDGE_SERVICE_URL``, ``RVPO_RULES_SERVICE_URL``, ``RVPO_WORKER_CONCURRENCY``,
     ``RVPO_BROKER_VISIBILITY_TIMEOUT_S``, ``RVPO_BROKER_LEASE_RENEW_S``, ``RVPO_BROKER_RESTORE_INTERVAL_S``,
     ``RVPO_TASK_SOFT_TIME_LIMIT_S``, ``RVPO_TASK_TIME_LIMIT_S``,
-    ``RVPO_WORKER_JUDGE_TIMEOUT_S``, ``RVPO_WORKER_RULES_TIMEOUT_S``, ``RVPO_WORKER_HTTP_MAX_RETRIES`` (plus the shared
+    ``RVPO_WORKER_JUDGE_TIMEOUT_S``, ``RVPO_WORKER_RULES_TIMEOUT_S``, ``RVPO_WORKER_HTTP_MAX_RETRIES``,
+    ``RVPO_WORKER_BUDGET_MARGIN_S`` (plus the shared
     ``RVPO_CELERY_QUEUE``, ``RVPO_REDIS_URL``, ``RVPO_API_TOKEN``, ``RVPO_KEY_PREFIX``).
 
     Raises:
@@ -44,10 +49,18 @@ class WorkerSettings(QueueSettings):
     worker_rules_timeout_s: float = Field(30.0, gt=0, description="Timeout of one HTTP call to the rules service.")
     worker_http_max_retries: int = Field(
         2, ge=0, description="Retries of a call that failed to connect or got 502/503/504.")
+    worker_budget_margin_s: float = Field(
+        1.0, ge=0, description="Seconds of a call's time kept back from the budget sent to the service (the "
+                               "answer's way back and the write); the worker's own timeout is half of it above.")
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> "WorkerSettings":
         slowest_call = max(self.worker_judge_timeout_s, self.worker_rules_timeout_s)
+        fastest_call = min(self.worker_judge_timeout_s, self.worker_rules_timeout_s)
+        if not self.worker_budget_margin_s < fastest_call:
+            raise ValueError(
+                "need RVPO_WORKER_BUDGET_MARGIN_S < min(RVPO_WORKER_JUDGE_TIMEOUT_S, RVPO_WORKER_RULES_TIMEOUT_S) "
+                f"(a call's budget must be positive), got {self.worker_budget_margin_s} >= {fastest_call}")
         if not slowest_call < self.task_soft_time_limit_s < self.task_time_limit_s:
             raise ValueError(
                 "need max(RVPO_WORKER_JUDGE_TIMEOUT_S, RVPO_WORKER_RULES_TIMEOUT_S) < RVPO_TASK_SOFT_TIME_LIMIT_S < "

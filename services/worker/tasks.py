@@ -6,9 +6,11 @@ One task per item per source (never per rubric criterion, no chords), published 
 1. claims its (item, source) (services/common/jobs.py ``JobTasks.claim``: one Lua script): returns at once if
    the result already exists (a re-delivered task changes nothing) or the job expired; otherwise counts the
    attempt and loads the item and the job deadline;
-2. calls the service with a timeout of ``min(RVPO_WORKER_JUDGE_TIMEOUT_S | RVPO_WORKER_RULES_TIMEOUT_S, time to
-   deadline)``, retrying only what services/common/httpclient.py ``SERVICE_CALL`` retries (connection failures,
-   502/503/504), forwarding ``RVPO_API_TOKEN``;
+2. calls the service within ``W = min(RVPO_WORKER_JUDGE_TIMEOUT_S | RVPO_WORKER_RULES_TIMEOUT_S, time to
+   deadline)``: it sends the service the budget ``W - RVPO_WORKER_BUDGET_MARGIN_S`` (header ``X-RVPO-Budget-S``;
+   the judge then nulls only the criteria it cannot grade in time, keeping the others) and stops waiting at
+   ``W - margin / 2``; it retries only what services/common/httpclient.py ``SERVICE_CALL`` retries (connection
+   failures, 502/503/504), each retry with the budget left, forwarding ``RVPO_API_TOKEN``;
 3. writes the result record (contracts.results) with HSETNX under ``<index>:<source>``. Any failure — timeout,
    HTTP error, bad answer, soft time limit, deadline passed, or any other exception — becomes null channels
    with a reason, written at once: never an exception that leaves the job waiting for its deadline.
@@ -29,6 +31,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from contracts.channels import JUDGE, RULES, source_channels
 from contracts.results import null_result, result_record
+from services.common.budget import BUDGET_HEADER
 from services.common.httpclient import SERVICE_CALL, make_client
 from services.common.jobs import TASK_NAME, Claim, JobTasks, result_field
 from services.worker.celery_app import celery_app
@@ -60,22 +63,31 @@ class ServiceError(Exception):
         self.reason = reason
 
 
-def _post(url: str, payload: dict, timeout_s: float, source: str) -> dict:
-    """POST with bounded retries inside ``timeout_s``; returns the first response item or raises ServiceError."""
+def _post(url: str, payload: dict, window_s: float, source: str) -> dict:
+    """POST with bounded retries inside ``window_s`` seconds; returns the first response item or raises
+    ServiceError.
+
+    Every attempt sends the service its budget, the window's time left minus ``RVPO_WORKER_BUDGET_MARGIN_S``
+    (header ``X-RVPO-Budget-S``), and waits for the answer until half the margin is left (the backstop, for a
+    service that does not keep its budget)."""
     start = time.monotonic()
     client = _client("http")
+    margin = SETTINGS.worker_budget_margin_s
 
     def once() -> httpx.Response:
-        left = timeout_s - (time.monotonic() - start)
-        if left <= 0:
+        budget = window_s - (time.monotonic() - start) - margin
+        if budget <= 0:
             raise httpx.ReadTimeout("no time left before the deadline")
-        return client.post(url, json=payload, timeout=httpx.Timeout(left, connect=min(left, 5.0)))
+        wait = budget + margin / 2
+        return client.post(url, json=payload, headers={BUDGET_HEADER: f"{budget:.3f}"},
+                           timeout=httpx.Timeout(wait, connect=min(wait, 5.0)))
 
-    policy = SERVICE_CALL.with_(attempts=SETTINGS.worker_http_max_retries + 1, within_s=timeout_s)
+    policy = SERVICE_CALL.with_(attempts=SETTINGS.worker_http_max_retries + 1, within_s=window_s - margin)
     try:
         resp = policy.call(once)
     except httpx.TimeoutException as exc:
-        raise ServiceError(f"{source}_timeout: no answer from {url} within {timeout_s:.3g} s ({type(exc).__name__})")
+        raise ServiceError(f"{source}_timeout: no answer from {url} within {window_s - margin / 2:.3g} s "
+                           f"(budget sent {window_s - margin:.3g} s; {type(exc).__name__})")
     except httpx.HTTPStatusError as exc:
         raise ServiceError(f"{source}_http_{exc.response.status_code}: {exc.response.text[:300]}")
     except httpx.HTTPError as exc:
@@ -115,22 +127,22 @@ def _channels_from(answer: dict, names: list[str], source: str) -> tuple[dict, d
     return channels, reasons
 
 
-def call_judge(item: dict, timeout_s: float) -> dict:
+def call_judge(item: dict, window_s: float) -> dict:
     """Grade one item's rubric with the judge service (``POST /v1/judge``); returns the result record."""
     payload = {"items": [{"id": item["id"], "prompt": _prompt_messages(item["prompt"]),
                           "completion": _completion_text(item["completion"]), "rubrics": item["rubrics"]}]}
-    answer = _post(SETTINGS.judge_service_url.rstrip("/") + "/v1/judge", payload, timeout_s, JUDGE)
+    answer = _post(SETTINGS.judge_service_url.rstrip("/") + "/v1/judge", payload, window_s, JUDGE)
     channels, reasons = _channels_from(answer, source_channels(JUDGE, len(item["rubrics"])), JUDGE)
     rubric_results = [{k: v for k, v in r.items() if k != "raw"} for r in answer.get("rubric_results") or []]
     detail = {"score": answer.get("score"), "n_errors": answer.get("n_errors"), "rubric_results": rubric_results}
     return result_record(JUDGE, channels, reasons, detail)
 
 
-def call_rules(item: dict, timeout_s: float) -> dict:
+def call_rules(item: dict, window_s: float) -> dict:
     """Check one item's tool calls with the rules service (``POST /v1/rules/score``); returns the result record."""
     body = {k: item[k] for k in ("id", "completion", "tools", "ground_truth", "mode", "format", "options")
             if item.get(k) is not None}
-    answer = _post(SETTINGS.rules_service_url.rstrip("/") + "/v1/rules/score", {"items": [body]}, timeout_s, RULES)
+    answer = _post(SETTINGS.rules_service_url.rstrip("/") + "/v1/rules/score", {"items": [body]}, window_s, RULES)
     channels, reasons = _channels_from(answer, source_channels(RULES, 0), RULES)
     detail = {k: answer.get(k) for k in ("valid", "error_type", "error", "format", "calls")}
     return result_record(RULES, channels, reasons, detail)
@@ -144,6 +156,9 @@ def _score(claim: Claim, source: str) -> dict:
     try:
         if left <= 0:
             raise ServiceError(f"deadline_exceeded: task started after the job deadline of {claim.deadline_s:g} s")
+        if left <= SETTINGS.worker_budget_margin_s:
+            raise ServiceError(f"deadline_exceeded: task started {left:.3g} s before the job deadline of "
+                               f"{claim.deadline_s:g} s, within RVPO_WORKER_BUDGET_MARGIN_S")
         return (call_judge if source == JUDGE else call_rules)(claim.item, min(limit, left))
     except ServiceError as exc:
         return null_result(source, n_rubrics, exc.reason)
