@@ -46,9 +46,12 @@ class RVPOTrainer(GRPOTrainer):
         self._rvpo_rewards: torch.Tensor | None = None
 
     def current_risk(self) -> float:
-        """k for the current step: the schedule at progress `global_step / max_steps` (0 before training)."""
+        """k for the step about to be taken: the schedule at progress `s / (S - 1)` for step s = `global_step`
+        (0-based) of S = `max_steps`, so the first step uses the schedule's start value and the last its end value
+        (linear 0.5 -> 2.0 over 6 steps: 0.5, 0.8, 1.1, 1.4, 1.7, 2.0). A run of one step (or an unknown length)
+        uses the start value."""
         max_steps = self.state.max_steps or 0
-        progress = min(1.0, self.state.global_step / max_steps) if max_steps > 0 else 0.0
+        progress = min(1.0, self.state.global_step / (max_steps - 1)) if max_steps > 1 else 0.0
         return self.risk_schedule(progress)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
