@@ -22,7 +22,7 @@ from rich.console import Console
 from rvpo.train_config import TrainConfigError, TrainFile, load_config, parse_config
 
 __all__ = ["TrainConfigError", "TrainingStopped", "UnscoredStop", "load_config", "run_training", "run_from_yaml",
-           "demo_training", "plot_reward_curves"]
+           "demo_training", "plot_reward_curves", "reward_figure"]
 
 TRL_DEFAULTS: dict[str, Any] = {
     "advantage_method": "rvpo", "risk_schedule": "linear", "risk_start": 0.5, "risk_end": 2.0,
@@ -31,6 +31,7 @@ TRL_DEFAULTS: dict[str, Any] = {
     "temperature": 1.0, "beta": 0.0, "seed": 0, "disable_tqdm": True,
     "pass_threshold": 1 - 1e-6,  # a rules channel passes only when fully satisfied (they give partial credit)
 }
+DEMO_STEPS = 20  # the demo's RL steps: enough for the held-out mean reward to move (see rvpo/demo/verdicts.py)
 EVAL_SEED = 1234  # fixed sampling seed of the held-out evaluation: before and after see the same draws
 
 
@@ -138,7 +139,7 @@ def _warm_start(cfg: TrainFile, rows: list[dict], functions, out_dir: Path, cons
                           low=t.value_low, high=t.value_high)
         info = finetune(base["path"], out_dir / "warm-start", noisy, seed=seed, steps=ws.noisy_steps,
                         batch_size=ws.batch_size, lr=ws.lr)
-    losses = [x for x in (base["losses"][-1:] + info["losses"][-1:])]
+    losses = base["losses"][-1:] + info["losses"][-1:]
     console.print(f"warm start: {ws.base_steps} clean + {ws.noisy_steps} noisy supervised steps, final loss "
                   f"{' / '.join(f'{x:.3f}' for x in losses) or 'n/a'}, {base['seconds'] + info['seconds']:.0f} s")
     return info["path"]
@@ -271,8 +272,8 @@ def _print_metrics(console: Console, summary: dict[str, Any]) -> None:
 
     ho = summary["held_out"]
     if ho.get("after"):
-        table = Table(title=f"held-out pass rates: {ho['prompts']} prompts x {ho['samples_per_prompt']} samples "
-                            "(temperature 1, fixed seed), before -> after training")
+        table = Table(title=f"held-out pass rates: {ho['prompts']} prompts x {ho['samples_per_prompt']} samples",
+                      caption="sampled at temperature 1 with a fixed seed, before and after training")
         for col in ("channel", "before", "after"):
             table.add_column(col, justify="left" if col == "channel" else "right")
         for key in ho["after"]:
@@ -291,8 +292,19 @@ def _print_metrics(console: Console, summary: dict[str, Any]) -> None:
 
 def plot_reward_curves(history: list[dict], names: list[str], path: Path, title: str = "",
                        held_out: dict[str, Any] | None = None) -> None:
+    """Save :func:`reward_figure` as a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = reward_figure(history, names, title, held_out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def reward_figure(history: list[dict], names: list[str], title: str = "", held_out: dict[str, Any] | None = None):
     """Per reward channel, the training batches' mean reward and pass rate per step, all on one y-scale; then the
-    bottleneck reward (same scale), k (its own) and, with ``held_out``, held-out pass rates before / after."""
+    bottleneck reward (same scale), k (its own) and, with ``held_out``, held-out pass rates before / after.
+    Returns the matplotlib figure (axes in that order)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -338,9 +350,7 @@ def plot_reward_curves(history: list[dict], names: list[str], path: Path, title:
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def run_from_yaml(path: str | Path, console: Console | None = None, max_steps: int | None = None) -> dict[str, Any]:
@@ -356,7 +366,7 @@ def demo_training(gateway_url: str, out_dir: Path, console: Console | None = Non
         "model": {"hidden_size": 64, "num_layers": 2},
         "task": {"n_functions": 4, "n_train_per_fn": 32, "n_eval_per_fn": 8, "seed": 0},
         "rewards": {"source": "gateway", "gateway_url": gateway_url},
-        "trl": {"max_steps": 6},
+        "trl": {"max_steps": DEMO_STEPS},
     }
     summary = run_training(cfg, console)
     import shutil

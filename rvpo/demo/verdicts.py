@@ -90,4 +90,8 @@ def training_verdict(summary: dict[str, Any], bottleneck: str = "rules/arg_value
             f"samples: mean reward {b['mean_reward']:.2f} -> {a['mean_reward']:.2f}"
             f" ({'up' if improved else 'NOT up'}), easy channels' pass rate {easy_b:.2f} -> {easy_a:.2f}, "
             f"bottleneck {bottleneck.split('/')[-1]} {b[f'pass/{bottleneck}']:.2f} -> {a[f'pass/{bottleneck}']:.2f}")
+    if a[f"pass/{bottleneck}"] == b[f"pass/{bottleneck}"] == 0:
+        line += (" (the bottleneck cannot move at this size: the 64-wide, 2-layer policy memorised the training "
+                 "values in its one-minute warm start instead of learning to copy them, so RL never samples a right "
+                 "value to reinforce; the constraint-neglect benchmark's larger run does move it)")
     return improved, line
