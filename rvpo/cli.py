@@ -249,7 +249,7 @@ def settings(markdown: bool = typer.Option(False, help="Print the defaults as th
 
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 if __name__ == "__main__":

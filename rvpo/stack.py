@@ -2,8 +2,9 @@
 
 Starts (in this order) Redis if none answers at ``RVPO_REDIS_URL`` (a private ``redis-server`` on a free
 port, nothing written to disk), the rules service, the judge service, the gateway and one Celery worker,
-waits until each answers its readiness probe, and stops everything it started on exit or Ctrl-C. Ports,
-hosts and the worker's concurrency come from each part's settings (``RVPO_*_PORT``, ``RVPO_*_HOST``,
+waits until each answers its readiness probe (the worker: a Celery ping), and stops everything it started on
+exit or Ctrl-C; ``check()`` tells a process that died or a worker that stopped answering. Ports, hosts and the
+worker's concurrency come from each part's settings (``RVPO_*_PORT``, ``RVPO_*_HOST``,
 ``RVPO_WORKER_CONCURRENCY``) unless the caller gives them.
 """
 
@@ -252,7 +253,9 @@ class Stack:
             from services.worker.celery_app import make_celery
             from services.worker.settings import WorkerSettings
 
-            self._control = make_celery(WorkerSettings(redis_url=self.env["RVPO_REDIS_URL"])).control
+            given = {name: self.env[f"RVPO_{name.upper()}"] for name in WorkerSettings.model_fields
+                     if f"RVPO_{name.upper()}" in self.env}  # what the worker was started with
+            self._control = make_celery(WorkerSettings(**given)).control
         try:
             return bool(self._control.ping(destination=[self.worker_name], timeout=timeout_s))
         except Exception:  # noqa: BLE001 - the broker itself failing counts as no answer

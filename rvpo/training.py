@@ -31,7 +31,7 @@ TRL_DEFAULTS: dict[str, Any] = {
     "temperature": 1.0, "beta": 0.0, "seed": 0, "disable_tqdm": True,
     "pass_threshold": 1 - 1e-6,  # a rules channel passes only when fully satisfied (they give partial credit)
 }
-DEMO_STEPS = 20  # the demo's RL steps: enough for the held-out mean reward to move (see rvpo/demo/verdicts.py)
+DEMO_STEPS = 40  # the demo's RL steps: enough for the held-out mean reward to move (see rvpo/demo/verdicts.py)
 EVAL_SEED = 1234  # fixed sampling seed of the held-out evaluation: before and after see the same draws
 
 
@@ -242,12 +242,20 @@ def run_training(cfg: TrainFile | dict[str, Any], console: Console | None = None
 
 
 def _step_metrics(history: list[dict], names: list[str], which: int) -> dict[str, float | None]:
+    """Means over the first (``which`` = 0) or last (-1) few training steps (up to 5, at most half the run: one
+    batch of a few prompts is noise); None where no step has a value."""
     rows = [h for h in history if "rvpo/risk" in h]
     if not rows:
         return {}
-    h = rows[which]
+    w = max(1, min(5, len(rows) // 2))
+    window = rows[:w] if which == 0 else rows[-w:]
     keys = [f"rvpo/pass_rate/{n}" for n in names] + ["reward", "rvpo/risk", "rvpo/bottleneck_reward"]
-    return {k: h.get(k) for k in keys if k in h}
+    out: dict[str, float | None] = {}
+    for k in keys:
+        values = [h[k] for h in window if isinstance(h.get(k), (int, float)) and not math.isnan(h[k])]
+        if any(k in h for h in window):
+            out[k] = sum(values) / len(values) if values else None
+    return out
 
 
 def _fmt(value: Any) -> str:
@@ -280,7 +288,9 @@ def _print_metrics(console: Console, summary: dict[str, Any]) -> None:
             if key.startswith("pass/") or key == "mean_reward":
                 table.add_row(key.removeprefix("pass/"), _fmt(ho["before"].get(key)), _fmt(ho["after"][key]))
         console.print(table)
-    table = Table(title=f"training batches: first vs last step ({summary['steps']} steps, {summary['seconds']} s)")
+    w = max(1, min(5, summary["steps"] // 2))
+    table = Table(title=f"training batches ({summary['steps']} steps, {summary['seconds']} s): mean of the first "
+                        f"{w} / last {w} steps")
     for col in ("metric", "first", "last"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for key in summary["last"]:
@@ -343,7 +353,7 @@ def reward_figure(history: list[dict], names: list[str], title: str = "", held_o
         ax.bar([x - 0.2 for x in xs], [held_out["before"][k] for k in keys], width=0.4, label="before")
         ax.bar([x + 0.2 for x in xs], [held_out["after"][k] for k in keys], width=0.4, label="after")
         ax.set_xticks(list(xs), [k.split("/")[-1] for k in keys], rotation=60, fontsize=6)
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(low - pad, high + pad)  # a pass rate: the reward panels' scale
         ax.set_title(f"held-out pass rate ({held_out['prompts']} prompts)", fontsize=9)
         ax.legend(fontsize=7)
     for ax in flat[panels:]:
@@ -364,7 +374,7 @@ def demo_training(gateway_url: str, out_dir: Path, console: Console | None = Non
     cfg = {
         "output_dir": str(out_dir / "train"),
         "model": {"hidden_size": 64, "num_layers": 2},
-        "task": {"n_functions": 4, "n_train_per_fn": 32, "n_eval_per_fn": 8, "seed": 0},
+        "task": {"n_functions": 4, "n_train_per_fn": 32, "n_eval_per_fn": 16, "seed": 0},
         "rewards": {"source": "gateway", "gateway_url": gateway_url},
         "trl": {"max_steps": DEMO_STEPS},
     }

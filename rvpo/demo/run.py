@@ -170,7 +170,7 @@ def _score(records: list[dict], gateway: str, console: Console) -> list[dict]:
     """Score through the gateway (token: RVPO_API_TOKEN); raises CLIError when a source scored nothing."""
     from rich.progress import Progress
 
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         scored, _ = score_records(records, gateway, batch_size=64, progress=progress)
     return scored
 

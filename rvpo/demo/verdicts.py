@@ -90,8 +90,8 @@ def training_verdict(summary: dict[str, Any], bottleneck: str = "rules/arg_value
             f"samples: mean reward {b['mean_reward']:.2f} -> {a['mean_reward']:.2f}"
             f" ({'up' if improved else 'NOT up'}), easy channels' pass rate {easy_b:.2f} -> {easy_a:.2f}, "
             f"bottleneck {bottleneck.split('/')[-1]} {b[f'pass/{bottleneck}']:.2f} -> {a[f'pass/{bottleneck}']:.2f}")
-    if a[f"pass/{bottleneck}"] == b[f"pass/{bottleneck}"] == 0:
-        line += (" (the bottleneck cannot move at this size: the 64-wide, 2-layer policy memorised the training "
-                 "values in its one-minute warm start instead of learning to copy them, so RL never samples a right "
-                 "value to reinforce; the constraint-neglect benchmark's larger run does move it)")
+    if max(a[f"pass/{bottleneck}"], b[f"pass/{bottleneck}"]) < 0.02:
+        line += (" — the bottleneck cannot move at this size: in a warm start this short the tiny policy does not "
+                 "learn to copy argument values, and RL cannot reinforce a right value it never samples (the "
+                 "constraint-neglect benchmark's 45-minute run, with a larger warm start, takes it from 0.07 to 0.42)")
     return improved, line
