@@ -125,8 +125,9 @@ def up(host: str = typer.Option(None, help="Bind address of every service; defau
     ready, detail = stack.judge_ready()
     console.print(f"judge: {detail}" if ready else
                   f"[yellow]judge: {escape(detail)}[/yellow]\n[yellow]  rubric items will be null with a reason until "
-                  "its LLM answers: set RVPO_JUDGE_BASE_URL / RVPO_JUDGE_MODEL (or RVPO_JUDGE_BACKEND=local with "
-                  "RVPO_JUDGE_LOCAL_MODEL_PATH) and restart `rvpo up`[/yellow]", soft_wrap=True)
+                  "that LLM answers; for another one set RVPO_JUDGE_BASE_URL / RVPO_JUDGE_MODEL (or "
+                  "RVPO_JUDGE_BACKEND=local with RVPO_JUDGE_LOCAL_MODEL_PATH) and restart `rvpo up`[/yellow]",
+                  soft_wrap=True)
     console.print(f"gateway: {stack.urls['gateway']}  (export RVPO_GATEWAY_URL={stack.urls['gateway']} for other "
                   f"shells); logs in {log_dir}; Ctrl-C stops everything", soft_wrap=True)
     stopping = False

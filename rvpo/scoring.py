@@ -131,8 +131,9 @@ def score_records(records: list[dict[str, Any]], gateway_url: str | None = None,
             if dead:
                 source, why = next(iter(dead.items()))
                 kinds = ", ".join(f"{k} x{n}" for k, n in why.most_common())
+                left = f"; stopped before sending the other {len(items) - end}" if end < len(items) else ""
                 raise SourceDown(f"the {source} scored nothing in job {job['job_id']} ({end - start} records: "
-                                 f"{kinds}); stopped before sending the other {len(items) - end}",
+                                 f"{kinds}){left}",
                                  f"check {SOURCE_HINTS.get(source, source)}; `--keep-going` scores everything anyway",
                                  out, outcome)
     finally:

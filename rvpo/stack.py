@@ -201,9 +201,19 @@ class Stack:
 
     # -- services --------------------------------------------------------------------------------
     def _address(self, service: str, port: int | None) -> tuple[str, int]:
+        """(host, port) for ``service``; raises StackError when that port is taken (before anything starts)."""
         host, default = bind_address(service)
         port = default if port is None else port
-        return self.config.host or host, port or free_port()
+        host, port = self.config.host or host, port or free_port()
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: only a listener makes it taken
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                raise StackError(f"{host}:{port} for the {service} is taken ({exc.strerror}): another `rvpo up` "
+                                 f"running? Stop it, or set RVPO_{service.upper()}_PORT (or `--{service}-port`)") \
+                    from None
+        return host, port
 
     def start(self) -> "Stack":
         """Start every process and wait until all are ready. Raises StackError (after cleaning up) on failure."""

@@ -175,3 +175,19 @@ def test_stack_notices_a_hung_or_dead_worker(tmp_path):
         assert "the worker exited (exit code -9)" in stack.check()
     finally:
         stack.stop()
+
+
+def test_stack_refuses_a_taken_port_before_starting_anything(tmp_path):
+    import socket
+
+    from rvpo.stack import Stack, StackConfig, StackError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack = Stack(StackConfig(gateway_port=port, judge_port=0, rules_port=0, log_dir=tmp_path,
+                                  env={"RVPO_REDIS_URL": REDIS_URL}))
+        with pytest.raises(StackError, match=f"127.0.0.1:{port} for the gateway is taken.*RVPO_GATEWAY_PORT"):
+            stack.start()
+    assert not stack.procs  # nothing was left running
