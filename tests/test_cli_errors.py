@@ -167,3 +167,12 @@ def test_judge_readyz_reports_its_backend_and_model(stack, tmp_path):
     assert r.status_code == 503
     detail = r.json()["detail"]
     assert f"openai backend {dead}, model my-grader: not reachable" in detail and "cache: redis ok" in detail
+
+
+@pytest.mark.parametrize("command", [["worker"], ["serve", "gateway"]])
+def test_services_that_need_redis_say_so_before_starting(command):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    res = run(command, {"RVPO_REDIS_URL": dead}, timeout=60)
+    assert res.returncode == 1
+    text = " ".join(no_traceback(res))
+    assert f"none answers at {dead}" in text and "RVPO_REDIS_URL" in text and "rvpo up" in text

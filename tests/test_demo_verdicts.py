@@ -24,7 +24,8 @@ SUMMARY = {
 def test_bfcl_verdict_counts_accepted_and_caught_by_error_type():
     ok, line = bfcl_verdict(SUMMARY)
     assert ok
-    assert line == "BFCL: 3/3 valid calls accepted, 3/3 faulty calls caught (by error type: wrong_func_name 2, others 1)"
+    assert line == ("BFCL: 3/3 valid calls accepted, 3/3 faulty calls caught "
+                    "(by error type: wrong_func_name 2, value_error:others 1)")
     missed = {**SUMMARY, "faulty:wrong_value": bfcl_variant(1.0, 1, {}, {"rules/arg_values": 1.0})}
     ok, line = bfcl_verdict(missed)
     assert not ok and "2/3 faulty calls caught" in line
@@ -69,3 +70,31 @@ def test_training_verdict_reports_held_out_before_and_after():
     assert not ok and "(NOT up)" in line and "the bottleneck cannot move at this size" in line
     ok, line = training_verdict({"steps": 1, "stopped": "2 reward batches in a row unscored", "held_out": {}})
     assert not ok and "stopped after 1 steps: 2 reward batches in a row unscored" in line
+
+
+def test_the_demo_grader_is_the_users_llm_else_the_labelled_stand_in(tmp_path, monkeypatch):
+    import httpx
+    from rich.console import Console
+
+    from rvpo.demo import run
+
+    console = Console(file=open(tmp_path / "out.txt", "w"), width=200)
+    monkeypatch.delenv("RVPO_JUDGE_BASE_URL", raising=False)
+    grader = run._grader(tmp_path, console)
+    try:
+        assert not grader.meaningful and grader.label == "keyword stand-in, not a medical judgement"
+        url = grader.env["RVPO_JUDGE_BASE_URL"]
+        assert httpx.get(url + "/models", timeout=10).json()["data"][0]["id"] == grader.env["RVPO_JUDGE_MODEL"]
+    finally:
+        grader.proc.stop()
+    console.file.flush()
+    assert "KEYWORD STAND-IN" in (tmp_path / "out.txt").read_text()
+    monkeypatch.setenv("RVPO_JUDGE_BASE_URL", "http://my-vllm:8000/v1")
+    monkeypatch.setenv("RVPO_JUDGE_MODEL", "my-grader")
+    mine = run._grader(tmp_path, console)
+    assert mine.meaningful and mine.env == {} and mine.label == "your LLM my-grader at http://my-vllm:8000/v1"
+    monkeypatch.delenv("RVPO_JUDGE_BASE_URL")
+    monkeypatch.setattr(run, "REPO", tmp_path)  # no tests/ (an installed wheel): the untrained local model
+    local = run._grader(tmp_path, console)
+    assert not local.meaningful and local.max_conversations == 4
+    assert local.env["RVPO_JUDGE_BACKEND"] == "local" and "meaningless" in local.label

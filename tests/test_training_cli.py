@@ -50,8 +50,10 @@ def test_rvpo_train_writes_log_and_reward_curves(tmp_path):
 
 
 @pytest.mark.parametrize("yaml_fix, message", [
-    (("n_train_per_fn: 2", "n_train_per_fn: 2, n_function: 3"), "task.n_function: unknown key (did you mean n_functions?)"),
-    (("max_steps: 2", "max_step: 2"), "trl.max_step: not an RVPOConfig / TRL GRPOConfig argument (did you mean max_steps?)"),
+    (("n_train_per_fn: 2", "n_train_per_fn: 2, n_function: 3"),
+     "task.n_function: unknown key (did you mean n_functions?)"),
+    (("max_steps: 2", "max_step: 2"),
+     "trl.max_step: not an RVPOConfig / TRL GRPOConfig argument (did you mean max_steps?)"),
     (("max_steps: 2", "max_steps: two"), "trl.max_steps: Input should be a valid integer"),
     (("n_functions: 2", "n_functions: 2, dataset: data/healthbench_sample.jsonl"), "canary"),
     (("n_functions: 2", "n_functions: 2, dataset: my.jsonl"), "task.dataset: `rvpo train` trains on its built-in"),

@@ -147,7 +147,7 @@ def run_demo(out_dir: Path, console: Console | None = None) -> bool:
     for passed, line in verdicts:
         console.print(f"{'[green]✓[/green]' if passed else '[red]✗[/red]'} {escape(line)}", soft_wrap=True)
     console.print(f"report: {out_dir / 'report.json'}, curves: {out_dir / 'rewards.png'}  "
-                  f"({'all stages ok' if ok else 'FAILED'}, {report['seconds']:.0f} s)")
+                  f"({'all stages ok' if ok else 'FAILED'}, {report['seconds']:.0f} s)", soft_wrap=True)
     return ok
 
 

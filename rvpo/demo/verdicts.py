@@ -15,6 +15,13 @@ TOOLRL_SCALES = ("rules/* channels are 1 = satisfied, 0 = not (partial credit in
                  "is in [-3, 3] (function name + argument names + values, 1 each)")
 
 
+def short_error(error_type: str) -> str:
+    """A BFCL error type without the checker's name (``simple_function_checker:wrong_func_name`` ->
+    ``wrong_func_name``); kinds such as ``type_error:simple`` stay whole."""
+    head, _, tail = error_type.partition(":")
+    return tail if tail and "checker" in head else error_type
+
+
 def _count(share: float, n: int) -> int:
     return int(round(share * n)) if not math.isnan(share) else 0
 
@@ -31,8 +38,7 @@ def bfcl_verdict(summary: dict[str, Any]) -> tuple[bool, str]:
     kinds: dict[str, int] = {}
     for s in faulty.values():
         for err, n in s["error_types"].items():
-            short = err.split(":")[-1]
-            kinds[short] = kinds.get(short, 0) + n
+            kinds[short_error(err)] = kinds.get(short_error(err), 0) + n
     unscored = gt["unscored"] + sum(s["unscored"] for s in faulty.values())
     by_type = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
     line = (f"BFCL: {accepted}/{gt['n']} valid calls accepted, {caught}/{n_faulty} faulty calls caught "
@@ -45,7 +51,7 @@ def bfcl_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     channels that fell below 1, lowest first, with their means)."""
     rows = []
     for variant, s in summary.items():
-        errors = ", ".join(e.split(":")[-1] for e in s["error_types"]) or "-"
+        errors = ", ".join(short_error(e) for e in s["error_types"]) or "-"
         low = sorted((m, c) for c, m in s["channel_means"].items() if "toolrl" not in c and m < 1 - 1e-9)
         rows.append((variant, f"{_count(s['accuracy'], s['n'])}/{s['n']}", errors,
                      ", ".join(f"{c.split('/')[-1]} {m:.2f}" for m, c in low[:3]) or "all 1.00"))
