@@ -30,6 +30,8 @@ from tests.procs import (  # noqa: E402,F401
     wait_http,
     worker_args,
 )
+from tests.fake_llm import rule_verdict  # noqa: E402,F401  (what the fake answers, to check verdicts)
+from tests.replicas import fake_replicas  # noqa: E402,F401  (R fake LLM replicas, for benchmarks/routing.py)
 
 
 def grader_bodies(items: list[dict], n_calls: int | None = None) -> list[dict]:

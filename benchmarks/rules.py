@@ -1,4 +1,4 @@
-"""Rules-service throughput on one core, over the BFCL sample in data/ (prints JSON).
+"""Rules-service throughput on one core, over the BFCL sample in rvpo/data/ (prints JSON).
 
 "checks": parse + BFCL AST check (``services.rules.channels.bfcl_check``) of the ground-truth call and of a
 wrong-value mutation of it, rendered as Python-call text and as Hermes text; tool docs are normalized once per
@@ -33,8 +33,8 @@ TARGET = 20_000
 def load_records() -> list[dict]:
     records = []
     for cat in ("simple_python", "multiple", "parallel"):
-        qs = (ROOT / f"data/bfcl_{cat}_sample.jsonl").read_text().splitlines()
-        answers = (ROOT / f"data/bfcl_{cat}_possible_answer.jsonl").read_text().splitlines()
+        qs = (ROOT / f"rvpo/data/bfcl_{cat}_sample.jsonl").read_text().splitlines()
+        answers = (ROOT / f"rvpo/data/bfcl_{cat}_possible_answer.jsonl").read_text().splitlines()
         for q_line, a_line in zip(qs, answers):
             q, a = json.loads(q_line), json.loads(a_line)
             assert q["id"] == a["id"]

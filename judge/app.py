@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 
 from contracts.judge import JudgeRequest, JudgeResponse
+from judge import metrics
 from judge.service import JudgeService
 from judge.settings import get_settings
 from services.common.http import ERROR_RESPONSES, install_common, require_token, too_many_items
@@ -38,7 +39,8 @@ async def _ready() -> tuple[bool, str]:
 
 
 app = FastAPI(title="rvpo judge", version="1", lifespan=lifespan)
-install_common(app, max_body_bytes=settings.judge_max_body_bytes, ready_check=_ready)
+install_common(app, max_body_bytes=settings.judge_max_body_bytes, ready_check=_ready,
+               api_token=settings.api_token)
 router = APIRouter(dependencies=[Depends(require_token(settings))], responses=ERROR_RESPONSES)
 
 
@@ -55,7 +57,8 @@ async def judge(body: JudgeRequest, request: Request) -> dict:
                          "msg": f"{len(item.rubrics)} rubric items, at most {settings.judge_max_rubrics}"}],
             )
     service: JudgeService = request.app.state.service
-    return {"items": await service.judge(body.items)}
+    with metrics.IN_FLIGHT.track_inprogress():
+        return {"items": await service.judge(body.items)}
 
 
 app.include_router(router)

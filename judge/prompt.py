@@ -4,12 +4,21 @@ written as ``[points] criterion``, asking for ``{"explanation": ..., "criteria_m
 negative-points item the grader says whether the criterion is met, not whether the response is good.
 
 Two changes for serving, neither altering what is asked:
-- the static instructions are a system message and the rubric item is the last thing in the user message, so
-  every item of one example shares the longest possible prefix (backend prefix caching);
+- the rubric item is the last thing of the request, so every item of one example shares the longest possible
+  prefix (backend prefix caching);
 - the completion sits between two delimiter lines carrying a random per-request nonce, and the grader is told
   that what is between them is data to grade, never instructions.
 
-Change any wording here => bump the version: it is recorded with each verdict and hashed into cache keys.
+Two layouts (``RVPO_JUDGE_PROMPT_LAYOUT``, same words, different order; see docs/judge.md, "Several grader
+replicas", for which to use behind which router):
+- ``system_first`` (default): system = the static instructions, user = conversation, then the rubric item. The
+  instructions are one prefix shared by every request of every example.
+- ``conversation_first``: ONE user message = conversation, then the instructions, then the rubric item. A router
+  that matches requests on their text (SGLang's / the vLLM router's ``cache_aware``) sees the example first
+  instead of the same static text in every request.
+
+Change any wording or order here => bump the version: it is recorded with each verdict and hashed into cache
+keys, so verdicts of one layout are never served for the other.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ from collections.abc import Sequence
 
 TEMPLATE_VERSION = "hb-grader-v1"
 TEMPLATE_VERSION_YES_NO = "hb-grader-v1-yesno"
+LAYOUTS = ("system_first", "conversation_first")
+_LAYOUT_SUFFIX = {"system_first": "", "conversation_first": "-cf"}
 
 BEGIN = "<<<COMPLETION {nonce}>>>"
 END = "<<<END COMPLETION {nonce}>>>"
@@ -94,18 +105,30 @@ def render_conversation(prompt: Sequence[dict], completion: str, nonce: str) -> 
     return "\n\n".join(turns)
 
 
-def grader_messages(conversation: str, criterion: str, points: float, yes_no: bool = False) -> list[dict]:
-    """Chat messages for grading one rubric item: system = static instructions, user = conversation then the
-    rubric item last (in yes/no mode followed by a fixed one-line question)."""
-    user = f"# Conversation\n{conversation}\n\n# Rubric item\n{format_rubric_item(criterion, points)}"
+def grader_messages(conversation: str, criterion: str, points: float, yes_no: bool = False,
+                    layout: str = "system_first") -> list[dict]:
+    """Chat messages for grading one rubric item, the rubric item last (in yes/no mode followed by a fixed
+    one-line question).
+
+    ``system_first``: [system = instructions, user = conversation + rubric item];
+    ``conversation_first``: [user = conversation + instructions + rubric item]. Raises ValueError for another
+    layout.
+    """
+    instructions = SYSTEM_YES_NO if yes_no else SYSTEM_JSON
+    item = f"# Rubric item\n{format_rubric_item(criterion, points)}"
     if yes_no:
-        user += "\n\n" + YES_NO_QUESTION
-    return [
-        {"role": "system", "content": SYSTEM_YES_NO if yes_no else SYSTEM_JSON},
-        {"role": "user", "content": user},
-    ]
+        item += "\n\n" + YES_NO_QUESTION
+    conv = f"# Conversation\n{conversation}"
+    if layout == "system_first":
+        return [{"role": "system", "content": instructions}, {"role": "user", "content": f"{conv}\n\n{item}"}]
+    if layout == "conversation_first":
+        return [{"role": "user", "content": f"{conv}\n\n{instructions}\n{item}"}]
+    raise ValueError(f"layout: unknown prompt layout {layout!r}; expected one of {LAYOUTS}")
 
 
-def template_version(yes_no: bool) -> str:
-    """Version string recorded with a verdict produced by this template."""
-    return TEMPLATE_VERSION_YES_NO if yes_no else TEMPLATE_VERSION
+def template_version(yes_no: bool, layout: str = "system_first") -> str:
+    """Version string recorded with a verdict produced by this template (``-cf`` for conversation_first).
+    Raises ValueError for an unknown layout."""
+    if layout not in _LAYOUT_SUFFIX:
+        raise ValueError(f"layout: unknown prompt layout {layout!r}; expected one of {LAYOUTS}")
+    return (TEMPLATE_VERSION_YES_NO if yes_no else TEMPLATE_VERSION) + _LAYOUT_SUFFIX[layout]

@@ -13,6 +13,7 @@ from contracts.channels import rubric_channel
 from contracts.judge import JudgeItem
 from judge import metrics, prompt
 from judge.backends import Backend, GradeJob, Outcome, make_backend
+from judge.backends.routing import example_keys
 from judge.batcher import MicroBatcher
 from judge.cache import VerdictCache, cache_key
 from judge.scoring import example_score, reward_channels
@@ -26,7 +27,7 @@ class JudgeService:
 
     def __init__(self, settings: JudgeSettings, backend: Backend, cache: VerdictCache | None):
         self.settings, self.backend, self.cache = settings, backend, cache
-        self.template_version = prompt.template_version(backend.yes_no)
+        self.template_version = prompt.template_version(backend.yes_no, settings.judge_prompt_layout)
         self.batcher: MicroBatcher[GradeJob, Outcome] = MicroBatcher(
             self._grade_batch, max_batch_size=settings.judge_max_batch_size,
             max_wait_s=settings.judge_max_wait_ms / 1000.0,
@@ -76,12 +77,16 @@ class JudgeService:
         if misses:
             jobs = []
             conversations: dict[int, str] = {}
+            routes: dict[int, tuple[str, str]] = {}
             for i, j in misses:
                 if i not in conversations:
                     conversations[i] = self._conversation(items[i])
+                    routes[i] = example_keys([{"role": m.role, "content": m.content} for m in items[i].prompt],
+                                             items[i].completion, self.settings.judge_routing_key)
                 r = items[i].rubrics[j]
-                jobs.append(GradeJob(prompt.grader_messages(conversations[i], r.criterion, r.points,
-                                                            yes_no=self.backend.yes_no)))
+                messages = prompt.grader_messages(conversations[i], r.criterion, r.points,
+                                                  yes_no=self.backend.yes_no, layout=self.settings.judge_prompt_layout)
+                jobs.append(GradeJob(messages, *routes[i]))
             results = await asyncio.gather(*self.batcher.submit_many(jobs), return_exceptions=True)
             fresh = {}
             for ij, res in zip(misses, results):

@@ -1,4 +1,4 @@
-"""The demo's scoring inputs, built from the real data in `data/` (see data/SOURCES.md).
+"""The demo's scoring inputs, built from the real data shipped in `rvpo/data/` (see rvpo/data/SOURCES.md).
 
 BFCL: every question with its ground-truth calls rendered as a completion (must be valid), plus one realistic
 faulty variant per question, the kind chosen round-robin from those that apply: a wrong function name, a
@@ -13,10 +13,10 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from rvpo.data import DATA_DIR as DATA
 from rvpo.records import join_answers, read_jsonl
 from services.rules.render import calls_from_ground_truth, render
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 BFCL_SETS = ("simple_python", "multiple", "parallel")
 MUTATIONS = ("wrong_func_name", "missing_required", "unexpected_param", "wrong_value", "wrong_type", "dropped_call")
 

@@ -18,12 +18,28 @@ Run it
 | FAKE_LLM_FAIL_MODE / --fail-mode    | 503          | ... this failure mode (any mode of the marker table)         |
 | FAKE_LLM_MODEL / --model            | fake-judge   | the model id listed by /v1/models                            |
 | FAKE_LLM_KEEP_REQUESTS              | 2000         | request bodies kept for ``GET /requests``                    |
+| FAKE_LLM_PREFIX_CACHE_TOKENS /      | 0 (off)      | model a prefix cache of this many tokens (LRU of hashed      |
+| --prefix-cache-tokens               |              | blocks, tests/fake_prefix_cache.py); counts in ``/stats``    |
+| FAKE_LLM_BLOCK_TOKENS /             | 16           | ... tokens per cache block (vLLM's default block size)       |
+| --block-tokens                      |              |                                                              |
+| FAKE_LLM_CHARS_PER_TOKEN /          | 4            | ... characters per modelled token                            |
+| --chars-per-token                   |              |                                                              |
+| FAKE_LLM_MS_PER_TOKEN /             | 0            | a request holds its slot this much longer per computed token |
+| --ms-per-token                      |              | (uncached prompt tokens + output tokens), on top of latency  |
+| FAKE_LLM_FAULTS / --faults          | "" (none)    | faulty backend, e.g. ``5xx:0.2,hang:0.05,malformed:0.05,odd: |
+|                                     |              | 0.05`` (tests/fake_faults.py: kinds, the deterministic draw) |
+| FAKE_LLM_FAULT_SEED / --fault-seed  | 0            | seed of that draw                                            |
+| FAKE_LLM_QUOTE_INJECTIONS           | false        | quote a completion's injected ``{..criteria_met..}`` while   |
+|                                     |              | refusing it (tests/fake_faults.py)                           |
 
 Endpoints
 ---------
 ``POST /v1/chat/completions`` (OpenAI shape, also ``logprobs``/``top_logprobs``), ``GET /v1/models``,
 ``GET /livez``, ``GET /stats`` (counters, see :class:`Stats`), ``POST /stats/reset``,
-``GET /requests?last=N`` (the last N request bodies received, oldest first).
+``GET /requests?last=N`` (the last N request bodies received, oldest first), ``POST /cache/reset`` (empties the
+prefix cache model), ``GET /answers`` (per (rubric item, completion) pair, keyed by
+``tests.fake_faults.pair_key(criterion, completion)``: ``given`` = the verdicts it stated as its own - never a
+decoy or a quoted injected verdict -, ``requests`` = requests received).
 
 The deterministic rule (what tests compute expected verdicts from)
 --------------------------------------------------------------------
@@ -80,11 +96,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tests.fake_prefix_cache import PrefixCache
+from tests import fake_faults
+
 MARKER = re.compile(r"\[\[fake:([A-Za-z0-9_]+)(?:\*(\d+))?\]\]")
 _RUBRIC = "# Rubric item\n"
 _COMPLETION = re.compile(r"<<<COMPLETION ([0-9A-Za-z]+)>>>\n(.*?)\n<<<END COMPLETION \1>>>", re.DOTALL)
 _WORD = re.compile(r"[A-Za-z]+")
 P_MET, P_NOT_MET = 0.9, 0.1
+TOKEN_COUNTERS = ("prompt_tokens", "cached_tokens", "prefill_tokens", "output_tokens")
 NO_RUBRIC = "fake-llm: no rubric item / completion found"
 
 
@@ -99,6 +119,13 @@ class FakeLLMSettings(BaseSettings):
     fail_mode: str = "503"
     model: str = "fake-judge"
     keep_requests: int = 2000
+    prefix_cache_tokens: int = 0
+    block_tokens: int = 16
+    chars_per_token: int = 4
+    ms_per_token: float = 0.0
+    faults: str = ""
+    fault_seed: int = 0
+    quote_injections: bool = False
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -143,7 +170,9 @@ class Stats:
     """Counters served by ``GET /stats``: ``requests`` (chat-completion requests received), ``by_status``,
     ``by_mode`` (``rule`` / ``forced`` / a failure mode / ``no_rubric``), ``by_kind`` (``json`` / ``yes_no``),
     ``inflight`` / ``max_inflight`` (requests holding a slot), ``busy_s`` (slot-seconds held so far: the backend
-    occupancy over a window of W seconds is d(busy_s) / (concurrency * W))."""
+    occupancy over a window of W seconds is d(busy_s) / (concurrency * W)); with the prefix cache model on,
+    ``prompt_tokens`` / ``cached_tokens`` / ``prefill_tokens`` (= prompt - cached, the tokens computed) and
+    ``output_tokens`` of the answered requests."""
 
     requests: int = 0
     by_status: collections.Counter = field(default_factory=collections.Counter)
@@ -152,11 +181,12 @@ class Stats:
     inflight: int = 0
     max_inflight: int = 0
     busy_s: float = 0.0
+    tokens: collections.Counter = field(default_factory=collections.Counter)
 
     def as_dict(self) -> dict:
         return {"requests": self.requests, "by_status": dict(self.by_status), "by_mode": dict(self.by_mode),
                 "by_kind": dict(self.by_kind), "inflight": self.inflight, "max_inflight": self.max_inflight,
-                "busy_s": self.busy_s}
+                "busy_s": self.busy_s, **{k: self.tokens[k] for k in TOKEN_COUNTERS}}
 
 
 def _completion_body(model: str, content: str, logprobs: dict | None = None) -> dict:
@@ -196,6 +226,11 @@ def create_app(settings: FakeLLMSettings | None = None) -> FastAPI:
     recent: collections.deque = collections.deque(maxlen=s.keep_requests)
     slots = asyncio.Semaphore(s.concurrency) if s.concurrency > 0 else None
     latency = s.latency_ms / 1000.0
+    cache = PrefixCache(s.prefix_cache_tokens, s.block_tokens, s.chars_per_token) if s.prefix_cache_tokens > 0 \
+        else None
+    faults = fake_faults.parse_faults(s.faults)
+    given: collections.defaultdict = collections.defaultdict(list)  # pair key -> verdicts given unambiguously
+    pair_requests: collections.Counter = collections.Counter()  # pair key -> requests received
 
     def pick_mode(item: str, completion: str, n: int) -> str | None:
         for mode, count in MARKER.findall(item):
@@ -209,13 +244,24 @@ def create_app(settings: FakeLLMSettings | None = None) -> FastAPI:
             return s.fail_mode
         return None
 
-    async def hold_slot() -> None:
+    async def hold_slot(body: dict, answer):
+        """Hold a slot for the latency (+ the computed tokens' cost when the prefix cache model is on) and
+        return ``answer()``, built while the slot is held."""
         stats.inflight += 1
         stats.max_inflight = max(stats.max_inflight, stats.inflight)
         t0 = time.monotonic()
         try:
+            computed = cache.lookup(body.get("messages") or []) if cache is not None else None
             if latency > 0:
                 await asyncio.sleep(latency)
+            response = answer()
+            if computed is not None:
+                output = _output_tokens(response, cache)
+                stats.tokens.update(prompt_tokens=computed.prompt_tokens, cached_tokens=computed.cached,
+                                    prefill_tokens=computed.computed, output_tokens=output)
+                if s.ms_per_token > 0:
+                    await asyncio.sleep((computed.computed + output) * s.ms_per_token / 1000.0)
+            return response
         finally:
             stats.inflight -= 1
             stats.busy_s += time.monotonic() - t0
@@ -233,6 +279,17 @@ def create_app(settings: FakeLLMSettings | None = None) -> FastAPI:
         parsed = parse_grader_prompt(user if isinstance(user, str) else json.dumps(user))
         mode = pick_mode(parsed[0], parsed[1], n) if parsed else (
             s.fail_mode if s.fail_every > 0 and n % s.fail_every == 0 else None)
+        fault, variant, pk = None, 0, None
+        if parsed is not None:
+            pk = fake_faults.pair_key(strip_markers(parsed[0]), parsed[1])
+            pair_requests[pk] += 1
+            if mode is None and faults:
+                u, variant = fake_faults.draw(s.fault_seed, parsed[0], parsed[1], pair_requests[pk])
+                fault = fake_faults.pick_fault(faults, u)
+                if fault == "hang":
+                    mode = "hang"
+                elif fault == "5xx":
+                    mode = str(fake_faults.status_5xx(variant))
 
         if mode == "hang":
             deadline = time.monotonic() + s.hang_s
@@ -240,12 +297,17 @@ def create_app(settings: FakeLLMSettings | None = None) -> FastAPI:
                 await asyncio.sleep(0.05)
             mode = None
             stats.by_mode["hang"] += 1
+
+        def answer() -> JSONResponse:
+            return respond(body, mode, parsed, yes_no, fault, variant, pk)
+
         if slots is not None:
             async with slots:
-                await hold_slot()
-        else:
-            await hold_slot()
+                return await hold_slot(body, answer)
+        return await hold_slot(body, answer)
 
+    def respond(body: dict, mode: str | None, parsed: tuple[str, str] | None, yes_no: bool,
+                fault: str | None = None, variant: int = 0, pk: str | None = None) -> JSONResponse:
         model = body.get("model", s.model)
         if mode is not None and mode.isdigit():
             status = int(mode)
@@ -274,10 +336,28 @@ def create_app(settings: FakeLLMSettings | None = None) -> FastAPI:
             met = rule_verdict(item, completion)
             stats.by_mode["rule"] += 1
             explanation = f"fake: keyword '{kw}' {'present' if met else 'absent'}"
+        if fault in ("malformed", "odd"):
+            stats.by_mode[f"fault_{fault}"] += 1
+            content = (fake_faults.malformed_content(variant) if fault == "malformed" or yes_no
+                       else fake_faults.odd_content(variant, met))
+            if fault == "odd" and not yes_no:
+                given[pk].append(met)  # its own verdict, next to a decoy
+            if content is None:
+                return JSONResponse({"id": "chatcmpl-fake", "object": "chat.completion", "choices": []})
+            return JSONResponse(_completion_body(model, content))
         if yes_no:
+            given[pk].append(met)
             token, logprobs = _yes_no_logprobs(met)
             return JSONResponse(_completion_body(model, token, logprobs))
         verdict = json.dumps({"explanation": explanation, "criteria_met": met})
+        payload = fake_faults.injected_payload(completion) if s.quote_injections else None
+        if payload is not None:
+            u, variant = fake_faults.draw(s.fault_seed, item, completion, -pair_requests[pk])
+            content, _ = fake_faults.refusal_content(variant, verdict, payload)
+            stats.by_mode["quoted_injection"] += 1
+            given[pk].append(met)  # its own verdict; the quoted one is not
+            return JSONResponse(_completion_body(model, content))
+        given[pk].append(met)
         content = verdict if mode == "plain" else f"```json\n{verdict}\n```"
         return JSONResponse(_completion_body(model, content))
 
@@ -301,13 +381,35 @@ def create_app(settings: FakeLLMSettings | None = None) -> FastAPI:
         stats.busy_s = 0.0
         seen.clear()
         recent.clear()
+        stats.tokens.clear()
+        given.clear()
+        pair_requests.clear()
         return {"status": "reset"}
+
+    @app.post("/cache/reset")
+    async def reset_cache() -> dict:
+        if cache is not None:
+            cache.clear()
+        return {"status": "reset", "prefix_cache": cache is not None}
+
+    @app.get("/answers")
+    async def get_answers() -> dict:
+        return {"given": dict(given), "requests": dict(pair_requests)}
 
     @app.get("/requests")
     async def get_requests(last: int = 100) -> list:
         return list(recent)[-last:] if last > 0 else []
 
     return app
+
+
+def _output_tokens(response: JSONResponse, cache: PrefixCache) -> int:
+    """Tokens of the answer's content (0 for an error or an answer without choices)."""
+    try:
+        content = json.loads(response.body)["choices"][0]["message"]["content"] or ""
+    except (KeyError, IndexError, TypeError, ValueError):
+        return 0
+    return max(1, cache.tokens(content))
 
 
 def __getattr__(name: str):
@@ -332,9 +434,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fail-every", type=int, default=d.fail_every)
     ap.add_argument("--fail-mode", default=d.fail_mode)
     ap.add_argument("--model", default=d.model)
+    ap.add_argument("--prefix-cache-tokens", type=int, default=d.prefix_cache_tokens)
+    ap.add_argument("--block-tokens", type=int, default=d.block_tokens)
+    ap.add_argument("--chars-per-token", type=int, default=d.chars_per_token)
+    ap.add_argument("--ms-per-token", type=float, default=d.ms_per_token)
+    ap.add_argument("--faults", default=d.faults)
+    ap.add_argument("--fault-seed", type=int, default=d.fault_seed)
     a = ap.parse_args(argv)
     settings = FakeLLMSettings(latency_ms=a.latency_ms, concurrency=a.concurrency, hang_s=a.hang_s,
-                               fail_every=a.fail_every, fail_mode=a.fail_mode, model=a.model)
+                               fail_every=a.fail_every, fail_mode=a.fail_mode, model=a.model,
+                               prefix_cache_tokens=a.prefix_cache_tokens, block_tokens=a.block_tokens,
+                               chars_per_token=a.chars_per_token, ms_per_token=a.ms_per_token,
+                               faults=a.faults, fault_seed=a.fault_seed)
     uvicorn.run(create_app(settings), host=a.host, port=a.port, log_level="warning")
 
 

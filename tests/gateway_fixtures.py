@@ -18,9 +18,10 @@ from pathlib import Path
 
 import redis
 
-from tests.procs import REDIS_URL, REPO_ROOT, Proc, free_port, start_process, unique, uvicorn_args, wait_http
+from rvpo.data import DATA_DIR
+from tests.procs import REDIS_URL, Proc, free_port, start_process, unique, uvicorn_args, wait_http
 
-DATA = REPO_ROOT / "data"
+DATA = DATA_DIR
 WORKER_ARGS = [sys.executable, "-m", "celery", "-A", "services.worker.celery_app:celery_app", "worker",
                "--pool", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
                "--loglevel", "INFO"]
@@ -77,7 +78,7 @@ class Stack:
             time.sleep(0.1)
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(REDIS_URL)
+        return redis.Redis.from_url(self.env["RVPO_REDIS_URL"])
 
     def job_hash(self, job_id: str, part: str) -> dict[str, str]:
         raw = self.redis().hgetall(f"{self.prefix}:job:{job_id}:{part}")
@@ -104,17 +105,18 @@ def stack_env(token: str | None = None, **extra: str) -> dict[str, str]:
 @contextlib.contextmanager
 def running_stack(log_dir: Path, *, token: str | None = None, env: dict[str, str] | None = None,
                   gateway_env: dict[str, str] | None = None, worker_env: dict[str, str] | None = None,
-                  worker_concurrency: int = 4, with_judge: bool = True) -> Iterator[Stack]:
+                  worker_concurrency: int = 4, with_judge: bool = True,
+                  fake_env: dict[str, str] | None = None, judge_env: dict[str, str] | None = None) -> Iterator[Stack]:
     """Fake LLM + judge + rules + gateway + one worker; yields the Stack, stops everything afterwards."""
     stack = Stack(log_dir, stack_env(token, **(env or {})))
     try:
         if with_judge:
-            fake = stack.start_app("fake_llm", "tests.fake_llm:app", {"FAKE_LLM_HANG_S": "60"})
+            fake = stack.start_app("fake_llm", "tests.fake_llm:app", {"FAKE_LLM_HANG_S": "60", **(fake_env or {})})
         rules = stack.start_app("rules", "services.rules.app:app")
         stack.env["RVPO_RULES_SERVICE_URL"] = rules.url
         if with_judge:
             judge = stack.start_app("judge", "judge.app:app",
-                                    {**JUDGE_TEST_ENV, "RVPO_JUDGE_BASE_URL": fake.url + "/v1"})
+                                    {**JUDGE_TEST_ENV, "RVPO_JUDGE_BASE_URL": fake.url + "/v1", **(judge_env or {})})
             stack.env["RVPO_JUDGE_SERVICE_URL"] = judge.url
         stack.start_app("gateway", "services.gateway.app:app", gateway_env)
         stack.start_worker(concurrency=worker_concurrency, extra_env=worker_env)

@@ -16,10 +16,11 @@ import httpx
 import pytest
 import redis
 
+from rvpo.data import DATA_DIR
 from rvpo.records import join_answers, read_jsonl
 from tests.procs import REDIS_URL, REPO_ROOT, free_port, start_process, unique, uvicorn_server, wait_http
 
-DATA = REPO_ROOT / "data"
+DATA = DATA_DIR
 RVPO = [sys.executable, "-m", "rvpo.cli"]
 
 
@@ -142,7 +143,7 @@ def test_training_config_refuses_healthbench_and_names_bad_keys(tmp_path):
     from rvpo.training import TrainConfigError, load_config
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("task:\n  dataset: data/healthbench_sample.jsonl\n")
+    cfg.write_text("task:\n  dataset: rvpo/data/healthbench_sample.jsonl\n")
     with pytest.raises(TrainConfigError, match="canary"):
         load_config(cfg)
     cfg.write_text("- not a mapping\n")

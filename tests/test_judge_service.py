@@ -20,9 +20,10 @@ import httpx
 import pytest
 import redis
 
+from rvpo.data import data_file
 from tests.procs import REDIS_URL, unique, uvicorn_server
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "healthbench_sample.jsonl"
+DATA = data_file("healthbench_sample.jsonl")
 PARSE_RETRIES = 3   # judge A: RVPO_JUDGE_PARSE_RETRIES
 RETRIES_A = 2       # judge A: RVPO_JUDGE_RETRIES
 CONCURRENCY_A = 8

@@ -1,7 +1,7 @@
 """BFCL AST-checker semantics. Every expected verdict / error type below is derived by hand from the rules of
 ``bfcl_eval/eval_checker/ast_eval/ast_checker.py`` (see services/rules/bfcl.py); none is copied from output.
 
-Part 1: the cases from public bug reports named in the issue. Part 2: every record of data/bfcl_*: the reference
+Part 1: the cases from public bug reports named in the issue. Part 2: every record of rvpo/data/bfcl_*: the reference
 call (first allowed value of every argument) rendered in each format is valid, and each mutation gets the error
 type the rules give.
 """
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from rvpo.data import DATA_DIR
 from services.rules import score_item
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = DATA_DIR
 
 
 def tool(name: str, props: dict, required: list[str]) -> dict:

@@ -93,3 +93,38 @@ def test_probes_and_metrics_need_no_token(server):
     assert metrics.status_code == 200
     assert 'rvpo_rules_items_total{valid="true"}' in metrics.text
     assert "rvpo_rules_request_seconds_count" in metrics.text
+
+
+def raw_post(url: str, headers: dict[str, str], body_start: bytes, timeout: float = 10.0) -> bytes:
+    """Send a POST's headers and only the START of its body, then read the answer. A server that waited for the
+    rest of the body would never answer: ``socket.timeout`` fails the test."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": u.netloc, **headers}.items())
+    with socket.create_connection((u.hostname, u.port), timeout=timeout) as s:
+        s.sendall(f"POST {u.path} HTTP/1.1\r\n{head}\r\n".encode() + body_start)
+        return s.recv(65536)
+
+
+@pytest.mark.parametrize("headers", [
+    {"Content-Length": "65000000"},  # over the body limit: still 401 first, never 413
+    {"Content-Length": "50000"},  # under the limit: answered before the 50 kB arrive
+    {"Transfer-Encoding": "chunked"},
+    {"Content-Length": "50000", "Authorization": f"Basic {TOKEN}"},
+    {"Content-Length": "50000", "Authorization": "Bearer wrong-token"},
+])
+def test_token_is_checked_before_the_body_is_read(server, headers):
+    start = b"2000\r\n" + b"{" * 100 if "Transfer-Encoding" in headers else b'{"items": [' + b" " * 100
+    answer = raw_post(f"{server}/v1/rules/score", {"Content-Type": "application/json", **headers}, start)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"www-authenticate: bearer" in answer.lower()
+
+
+def test_malformed_json_without_token_is_401_and_with_token_422(server):
+    url = f"{server}/v1/rules/score"
+    headers = {"content-type": "application/json"}
+    assert httpx.post(url, content=b'{"items": [', headers=headers, timeout=10).status_code == 401
+    r = httpx.post(url, content=b'{"items": [', headers={**headers, **AUTH}, timeout=10)
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"

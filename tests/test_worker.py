@@ -16,8 +16,9 @@ from services.worker.settings import WorkerSettings
 from tests.gateway_fixtures import bfcl_item, bfcl_rows, correct_call_text, read_jsonl, running_stack
 from tests.procs import REDIS_URL, free_port, unique
 
-# Redis re-delivers an unacknowledged task after 6 s; every limit of a task lies below that.
-WORKER_ENV = {"RVPO_BROKER_VISIBILITY_TIMEOUT_S": "6", "RVPO_BROKER_RESTORE_INTERVAL_S": "1",
+# Redis re-delivers a task 6 s after its worker last renewed its lease (every 1 s while the worker lives).
+WORKER_ENV = {"RVPO_BROKER_VISIBILITY_TIMEOUT_S": "6", "RVPO_BROKER_LEASE_RENEW_S": "1",
+              "RVPO_BROKER_RESTORE_INTERVAL_S": "1",
               "RVPO_TASK_SOFT_TIME_LIMIT_S": "4.5", "RVPO_TASK_TIME_LIMIT_S": "5",
               "RVPO_WORKER_JUDGE_TIMEOUT_S": "4", "RVPO_WORKER_RULES_TIMEOUT_S": "2"}
 
@@ -99,8 +100,15 @@ def test_redelivered_finished_task_changes_nothing(stack):
     assert job["status"] == "done"
     before = stack.job_hash(job["job_id"], "res"), stack.job_hash(job["job_id"], "attempts")
     app = make_celery(WorkerSettings(key_prefix=stack.prefix, celery_queue=stack.queue))
-    out = app.send_task(TASK_NAME, args=[job["job_id"], 0, "rules"], queue=stack.queue).get(timeout=30)
-    assert out["written"] is False and out["skipped"] == "already scored"
+    task_id = f"again-{job['job_id']}"
+    app.send_task(TASK_NAME, args=[job["job_id"], 0, "rules"], queue=stack.queue, task_id=task_id)
+    # no Celery result backend (results live in the job store): the worker's log line says what the task returned
+    deadline = time.monotonic() + 30
+    while not (line := next((ln for p in stack.procs.values() for ln in p.log_text().splitlines()
+                             if f"[{task_id}] succeeded" in ln), None)):
+        assert time.monotonic() < deadline, "the re-delivered task never ran"
+        time.sleep(0.1)
+    assert "'written': False" in line and "'skipped': 'already scored'" in line
     assert (stack.job_hash(job["job_id"], "res"), stack.job_hash(job["job_id"], "attempts")) == before
 
 
@@ -162,11 +170,31 @@ def test_task_after_the_deadline_does_not_call_the_service(task_env):
     assert all(r.startswith("deadline_exceeded:") for r in stored["reasons"].values())
 
 
+def test_task_that_cannot_reach_redis_gives_its_message_back(monkeypatch):
+    """Redis unreachable inside the task: Reject(requeue=True) - a failed late-ack task would be acknowledged,
+    its result lost (issue 14)."""
+    from celery.exceptions import Reject
+
+    from services.worker import redelivery, tasks
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    monkeypatch.setattr(tasks, "SETTINGS", WorkerSettings(redis_url=dead, key_prefix=unique("t-wk")))
+    monkeypatch.setattr(tasks, "_clients", {})
+    monkeypatch.setattr(redelivery, "REQUEUE_PAUSE_S", 0.0)
+    with pytest.raises(Reject) as info:
+        tasks.score("job1", 0, "rules")  # through the app's base task class, as the worker calls it
+    assert info.value.requeue is True and "redis unreachable" in str(info.value.reason)
+
+
 def test_time_limits_must_be_ordered():
     with pytest.raises(ValueError, match="RVPO_TASK_SOFT_TIME_LIMIT_S"):
         WorkerSettings(task_soft_time_limit_s=10, task_time_limit_s=5)
-    with pytest.raises(ValueError, match="RVPO_BROKER_VISIBILITY_TIMEOUT_S"):
-        WorkerSettings(task_time_limit_s=400, broker_visibility_timeout_s=350)
+    with pytest.raises(ValueError, match="RVPO_BROKER_LEASE_RENEW_S=0"):  # lease off: the old ordering
+        WorkerSettings(broker_lease_renew_s=0, task_time_limit_s=170, broker_visibility_timeout_s=160)
+    with pytest.raises(ValueError, match="3 x RVPO_BROKER_LEASE_RENEW_S"):
+        WorkerSettings(broker_lease_renew_s=11, broker_visibility_timeout_s=30)
+    # with the lease on the visibility timeout may be far below the task time limit
+    assert WorkerSettings(broker_lease_renew_s=5, broker_visibility_timeout_s=15).task_time_limit_s == 170
     with pytest.raises(ValueError, match="RVPO_WORKER_JUDGE_TIMEOUT_S"):
         WorkerSettings(worker_judge_timeout_s=300)
 
@@ -177,11 +205,13 @@ def test_celery_configuration_for_at_least_once():
     s = WorkerSettings(key_prefix="pfx", celery_queue="qq")
     conf = make_celery(s).conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
-    assert conf.task_soft_time_limit < conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]
-    assert 0 < conf.result_expires < float("inf")
+    assert conf.task_soft_time_limit < conf.task_time_limit
+    assert conf.broker_transport_options["visibility_timeout"] >= 3 * s.broker_lease_renew_s > 0
+    # no result backend: cancelling a task on a Redis outage must not need a write to Redis (issue 14)
+    assert conf.result_backend is None and conf.task_ignore_result
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss
     assert conf.task_default_queue == "qq"
     assert conf.broker_transport_options["global_keyprefix"] == "pfx:celery:"
-    assert conf.result_backend_transport_options["global_keyprefix"] == "pfx:celery:"
 
 
 def test_any_exception_becomes_nan_with_a_reason_at_once(task_env):
@@ -201,3 +231,22 @@ def test_any_exception_becomes_nan_with_a_reason_at_once(task_env):
     stored = json.loads(r.hget(f"{settings.key_prefix}:job:{job_id}:res", "0:judge"))
     assert set(stored["channels"]) == {"rubric/00", "rubric/01"} and not any(stored["channels"].values())
     assert all(reason.startswith("worker_error: ValueError") for reason in stored["reasons"].values()), stored
+
+
+def test_a_channel_closed_after_its_connection_is_a_connection_error(redis_url):
+    """The second close Celery makes after a connection loss (the first one having dropped the channel's pools
+    and detached the transport) must fail as a connection error - which the closing code ignores - not as an
+    AttributeError that stops the worker ("Unrecoverable error", seen in the Redis-restart scenario)."""
+    from kombu import Connection
+
+    from services.worker.redelivery import RedisTransport
+
+    conn = Connection(redis_url, transport=RedisTransport,
+                      transport_options={"global_keyprefix": f"{unique('t-wk')}:celery:"})
+    channel = conn.default_channel
+    channel.qos._delivered["tag-1"] = None  # one unacknowledged message to restore on close
+    channel._disconnect_pools()
+    conn.transport.client = None  # what kombu's Connection._do_close_transport does
+    with pytest.raises(redis.exceptions.ConnectionError):
+        channel.close()
+    conn.maybe_close_channel(channel)  # the closing code: ignores it

@@ -12,6 +12,8 @@ tests/test_rvpo_trainer.py::test_trl_private_api_still_matches:
 TRL's reward calling, gathering, loss, logging and everything else are kept; TRL still computes its own
 advantages (a few vector ops) and we overwrite them, so aggregation always happens on the gathered batch,
 never inside a reward function (one prompt's completions can sit on different processes).
+tests/test_trainer_multiprocess.py runs this under `accelerate launch` with 2 processes whose prompt groups
+straddle the process boundary and checks facts 1-2 and that every process logs the same `rvpo/*` metrics.
 """
 
 from __future__ import annotations

@@ -8,9 +8,14 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class GradeJob:
-    """One rubric item to grade: the grader chat messages built by :mod:`judge.prompt`."""
+    """One rubric item to grade: the grader chat messages built by :mod:`judge.prompt`, and where to send it when
+    there are several grader replicas (:mod:`judge.backends.routing`): ``route_key`` places the example on the
+    hash ring (its prompt, or prompt + completion), ``pin_key`` identifies the example (all its criteria follow
+    one replica). None: no affinity."""
 
     messages: list[dict]
+    route_key: str | None = None
+    pin_key: str | None = None
 
 
 @dataclass(frozen=True)

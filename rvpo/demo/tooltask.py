@@ -3,7 +3,7 @@ constraint-neglect benchmark): prompts, ground truth in BFCL possible-answer for
 demonstrations for the warm start.
 
 Design (fixed before any training run; see benchmarks/constraint_neglect/README.md):
-- Functions: every function of `data/bfcl_simple_python_sample.jsonl` whose required parameters are all
+- Functions: every function of `rvpo/data/bfcl_simple_python_sample.jsonl` whose required parameters are all
   `integer` and number 1..3 (first occurrence of each name), in file order, the first `n_functions` of them.
 - Prompt: the function's BFCL description, then `Inputs: v1, v2.` (values of the required parameters in the
   order the doc lists them, integers in [value_low, value_high]). The model must recall the function name and
@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-BFCL_DOCS = REPO / "data" / "bfcl_simple_python_sample.jsonl"
+from rvpo.data import data_file
+
+BFCL_DOCS = data_file("bfcl_simple_python_sample.jsonl")
 
 EASY_CHANNELS = ("rules/format", "rules/function_name", "rules/required_args", "rules/no_unexpected_args",
                  "rules/arg_types", "rules/call_count")

@@ -11,6 +11,10 @@ Endpoints (bearer token when ``RVPO_API_TOKEN`` is set; probes and metrics never
 - ``GET /v1/jobs/{job_id}?wait=S&detail=false`` — status and per-item reward vectors; 404 for an unknown job.
 - ``GET /v1/jobs/{job_id}/rewards?wait=S&rubric_slots=K&rules=false`` — the dense ``[N, K]`` matrix.
 - ``GET /livez``, ``GET /readyz`` (Redis reachable), ``GET /metrics``, ``/docs`` (OpenAPI).
+
+While Redis (job store and broker) is unreachable, every endpoint that needs it answers 503 with
+``Retry-After: 5`` (seconds); nothing is half-stored (a job whose tasks could not be queued is
+deleted again).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from prometheus_client import Counter, Histogram
 
 from contracts.gateway import DenseRewards, JobView, ScoreRequest
 from contracts.results import FINAL_STATUSES
-from services.common.http import ERROR_RESPONSES, install_common, redis_ready, require_token, too_many_items
+from services.common.http import (ERROR_RESPONSES, RETRY_AFTER, install_common, redis_ready, require_token,
+                                  too_many_items)
 from services.common.jobs import IdempotencyConflict, JobStore, body_digest
 from services.gateway.publish import Publisher
 from services.gateway.settings import GatewaySettings
@@ -55,9 +60,10 @@ async def lifespan(app: FastAPI):
 app = FastAPI(title="rvpo scoring gateway", version="0.1.0", lifespan=lifespan,
               description="REST -> Celery -> judge / rules services; rewards per item and as an [N, K] matrix.")
 install_common(app, max_body_bytes=settings.gateway_max_body_bytes,
-               ready_check=lambda: redis_ready(settings.redis_url))
+               ready_check=lambda: redis_ready(settings.redis_url), api_token=settings.api_token)
+UNAVAILABLE = {503: {"description": "Redis (job store and broker) unreachable: retry after `Retry-After` seconds"}}
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token(settings))],
-                   responses={k: v for k, v in ERROR_RESPONSES.items() if k != 413})
+                   responses={**{k: v for k, v in ERROR_RESPONSES.items() if k != 413}, **UNAVAILABLE})
 
 WaitQuery = Query(0.0, ge=0, description="Seconds to wait for a final status (capped by RVPO_GATEWAY_MAX_WAIT_S).")
 NOT_FOUND = {404: {"description": "unknown job (never submitted, or expired)"}}
@@ -120,7 +126,8 @@ async def score(req: ScoreRequest, request: Request, response: Response, wait: f
                 await anyio.to_thread.run_sync(publisher.publish, job["job_id"], job["plan"])
             except Exception as exc:  # noqa: BLE001 - broker down: the client must know the job will not run
                 await store.discard(job["job_id"], idempotency_key)
-                raise HTTPException(503, detail=f"could not queue the job: {type(exc).__name__}: {exc}") from exc
+                raise HTTPException(503, detail=f"could not queue the job: {type(exc).__name__}: {exc}",
+                                    headers=RETRY_AFTER) from exc
     if created:
         JOBS.inc()
         ITEMS.inc(len(items))

@@ -23,7 +23,7 @@ from services.rules.settings import get_settings
 
 settings = get_settings()
 app = FastAPI(title="rvpo rules service", version="0.1.0")
-install_common(app, max_body_bytes=settings.rules_max_body_bytes)
+install_common(app, max_body_bytes=settings.rules_max_body_bytes, api_token=settings.api_token)
 
 ITEMS = Counter("rvpo_rules_items_total", "Items scored by the rules service.", ["valid"])
 PARSE_ERRORS = Counter("rvpo_rules_parse_errors_total", "Completions that could not be parsed.", ["format"])
