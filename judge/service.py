@@ -142,7 +142,7 @@ class JudgeService:
 
         ok, detail = await self.backend.ready()
         s = self.settings
-        where = getattr(s, "judge_base_url", "") if s.judge_backend == "openai" else s.judge_local_model_path
+        where = ", ".join(s.backend_urls()) if s.judge_backend == "openai" else s.judge_local_model_path
         text = (f"{s.judge_backend} backend {where}, model {self.backend.model_id}: "
                 f"{'reachable' if ok else 'not reachable'} ({detail})")
         if self.cache is not None:

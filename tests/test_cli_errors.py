@@ -65,7 +65,7 @@ def test_a_record_that_cannot_be_scored_names_its_line_before_anything_is_sent(t
               {"RVPO_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})  # no gateway: the file is checked first
     assert res.returncode == 1
     assert f"{src}:3: missing `completion`" in " ".join(no_traceback(res))
-    res = run(["score", str(REPO_ROOT / "data" / "healthbench_sample.jsonl"), "-o", str(tmp_path / "o.jsonl")])
+    res = run(["score", str(REPO_ROOT / "rvpo" / "data" / "healthbench_sample.jsonl"), "-o", str(tmp_path / "o.jsonl")])
     assert res.returncode == 1 and "healthbench_sample.jsonl:1: missing `completion`" in res.stderr
     assert "examples/" in res.stderr
 

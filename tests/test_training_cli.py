@@ -55,7 +55,7 @@ def test_rvpo_train_writes_log_and_reward_curves(tmp_path):
     (("max_steps: 2", "max_step: 2"),
      "trl.max_step: not an RVPOConfig / TRL GRPOConfig argument (did you mean max_steps?)"),
     (("max_steps: 2", "max_steps: two"), "trl.max_steps: Input should be a valid integer"),
-    (("n_functions: 2", "n_functions: 2, dataset: data/healthbench_sample.jsonl"), "canary"),
+    (("n_functions: 2", "n_functions: 2, dataset: rvpo/data/healthbench_sample.jsonl"), "canary"),
     (("n_functions: 2", "n_functions: 2, dataset: my.jsonl"), "task.dataset: `rvpo train` trains on its built-in"),
 ])
 def test_config_mistakes_are_named_before_the_warm_start(tmp_path, yaml_fix, message):
