@@ -183,7 +183,7 @@ def _score_bfcl(gateway: str, out_dir: Path, console: Console) -> dict:
     table = Table(title=f"BFCL sample: {len(records)} completions through REST -> Celery -> rules "
                         f"(per item: {out_dir / 'bfcl_scored.jsonl'})")
     for col in ("completions", "accepted as valid", "BFCL error type", "rules channels below 1 (mean)"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # 80 columns in a pipe: wrap, never cut
     for row in bfcl_rows(summary):
         table.add_row(*row)
     console.print(table)
@@ -201,7 +201,7 @@ def _grade_healthbench(gateway: str, out_dir: Path, console: Console, grader: Gr
     table = Table(title=f"HealthBench sample, grader: {grader.label} (per item: "
                         f"{out_dir / 'healthbench_scored.jsonl'})")
     for col in ("answers", "score (clipped mean ± bootstrap std)", "conversations", "null verdicts"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # 80 columns in a pipe: wrap, never cut
     for variant, s in summary.items():
         table.add_row(variant, f"{s['score']:.3f} ± {s['score_bootstrap_std']:.3f}", str(s["n_samples"]),
                       f"{s['null_verdicts']}/{s['verdicts']}")
