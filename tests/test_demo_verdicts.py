@@ -30,7 +30,7 @@ def test_bfcl_verdict_counts_accepted_and_caught_by_error_type():
     ok, line = bfcl_verdict(missed)
     assert not ok and "2/3 faulty calls caught" in line
     rows = bfcl_rows(SUMMARY)  # lowest [0, 1] channels first; ToolRL's [-3, 3] channel left out
-    assert rows[1] == ("faulty:wrong_func_name", "0/2", "wrong_func_name", "function_name 0.00, arg_values 0.50")
+    assert rows[1] == ("wrong func name", "0/2", "wrong_func_name", "function_name 0.00\narg_values 0.50")
     assert rows[0][3] == "all 1.00"
 
 

@@ -182,7 +182,7 @@ def _score_bfcl(gateway: str, out_dir: Path, console: Console) -> dict:
     summary = bfcl_summary(scored)
     table = Table(title=f"BFCL sample: {len(records)} completions through REST -> Celery -> rules "
                         f"(per item: {out_dir / 'bfcl_scored.jsonl'})")
-    for col in ("completions", "accepted as valid", "BFCL error type", "rules channels below 1 (mean)"):
+    for col in ("completions (fault)", "valid", "BFCL error types", "rules channels < 1 (mean)"):
         table.add_column(col, overflow="fold")  # 80 columns in a pipe: wrap, never cut
     for row in bfcl_rows(summary):
         table.add_row(*row)

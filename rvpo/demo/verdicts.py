@@ -47,14 +47,14 @@ def bfcl_verdict(summary: dict[str, Any]) -> tuple[bool, str]:
 
 
 def bfcl_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """One row per variant for the demo's table: (variant, accepted / n, BFCL error type, the [0, 1] rules
-    channels that fell below 1, lowest first, with their means)."""
+    """One row per variant for the demo's table: (variant, accepted / n, BFCL error types, the [0, 1] rules
+    channels that fell below 1, lowest first, with their means), one entry per line."""
     rows = []
     for variant, s in summary.items():
-        errors = ", ".join(short_error(e) for e in s["error_types"]) or "-"
+        errors = "\n".join(short_error(e) for e in s["error_types"]) or "-"
         low = sorted((m, c) for c, m in s["channel_means"].items() if "toolrl" not in c and m < 1 - 1e-9)
-        rows.append((variant, f"{_count(s['accuracy'], s['n'])}/{s['n']}", errors,
-                     ", ".join(f"{c.split('/')[-1]} {m:.2f}" for m, c in low[:3]) or "all 1.00"))
+        rows.append((variant.removeprefix("faulty:").replace("_", " "), f"{_count(s['accuracy'], s['n'])}/{s['n']}",
+                     errors, "\n".join(f"{c.split('/')[-1]} {m:.2f}" for m, c in low[:3]) or "all 1.00"))
     return rows
 
 
