@@ -187,13 +187,21 @@ class JudgeService:
                 "n_errors": sum(m is None for m in met)}
 
     async def ready(self) -> tuple[bool, str]:
-        """(ok, detail): the backend and, when the cache is on, Redis are reachable."""
+        """(ok, detail): ok when the backend and, with the cache on, Redis are reachable. The detail says which
+        backend (kind and where), the model it serves, whether it is reachable and why not, and the cache's state:
+        ``openai backend http://vllm:8000/v1, model Qwen/Qwen2.5-7B-Instruct: not reachable (ConnectError: ...);
+        cache: redis ok``."""
         from services.common.http import redis_ready
 
         ok, detail = await self.backend.ready()
-        if ok and self.cache is not None:
-            ok, detail = await redis_ready(self.settings.redis_url)
-        return ok, detail
+        s = self.settings
+        where = ", ".join(s.backend_urls()) if s.judge_backend == "openai" else s.judge_local_model_path
+        text = (f"{s.judge_backend} backend {where}, model {self.backend.model_id}: "
+                f"{'reachable' if ok else 'not reachable'} ({detail})")
+        if self.cache is not None:
+            cache_ok, cache_detail = await redis_ready(s.redis_url)
+            ok, text = ok and cache_ok, f"{text}; cache: {cache_detail}"
+        return ok, text
 
     async def aclose(self) -> None:
         await self.batcher.aclose()

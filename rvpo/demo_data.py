@@ -69,13 +69,17 @@ def mutate(record: dict[str, Any], kind: str) -> list[dict[str, Any]] | None:
     return calls
 
 
-def bfcl_demo_records(fmt: str = "python") -> list[dict[str, Any]]:
-    """Ground-truth and faulty-variant records (each with ``completion`` and ``variant``) for `rvpo score`."""
+def bfcl_demo_records(fmt: str | tuple[str, ...] = "python") -> list[dict[str, Any]]:
+    """Ground-truth and faulty-variant records (each with ``completion`` and ``variant``) for `rvpo score`.
+    ``fmt``: the completion format (services.rules.render), or several used in turn for the ground-truth calls
+    (the faulty ones stay in the first)."""
+    formats = (fmt,) if isinstance(fmt, str) else fmt
     out = []
     for i, record in enumerate(load_bfcl()):
         base = {k: record[k] for k in ("question", "function", "ground_truth")}
         out.append({**base, "id": record["id"], "variant": "ground_truth",
-                    "completion": render(calls_from_ground_truth(record["ground_truth"]), fmt)})
+                    "completion": render(calls_from_ground_truth(record["ground_truth"]), formats[i % len(formats)])})
+        fmt = formats[0]
         for step in range(len(MUTATIONS)):
             kind = MUTATIONS[(i + step) % len(MUTATIONS)]
             calls = mutate(record, kind)
@@ -112,3 +116,32 @@ def healthbench_graded_items(max_items: int | None = None) -> list[dict[str, Any
             items.append({"id": f"{row['prompt_id']}-{k}", "group_id": row["prompt_id"], "prompt": row["prompt"],
                           "completion": c, "rubrics": row["rubrics"]})
     return items[:max_items] if max_items else items
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # ready-to-score files (README)
+
+
+def example_files(n_bfcl_per_set: int = 4, n_healthbench: int = 3) -> dict[str, list[dict[str, Any]]]:
+    """The ready-to-score files of ``examples/``: ``bfcl.jsonl`` (the first ``n_bfcl_per_set`` questions of each
+    BFCL sample with their ground truth, rendered as Python-call, Hermes and OpenAI completions in turn, and one
+    faulty variant each) and ``healthbench.jsonl`` (the ideal and truncated answers of the first
+    ``n_healthbench`` HealthBench conversations that have one; evaluation data: never train on it)."""
+    bfcl = bfcl_demo_records(fmt=("python", "hermes", "openai"))
+    keep = {q["id"] for name in BFCL_SETS
+            for q in list(read_jsonl(DATA / f"bfcl_{name}_sample.jsonl"))[:n_bfcl_per_set]}
+    healthbench = healthbench_demo_records()[:2 * n_healthbench]
+    return {"bfcl.jsonl": [r for r in bfcl if r["id"].split("#")[0] in keep], "healthbench.jsonl": healthbench}
+
+
+def write_examples(out_dir: Path = EXAMPLES) -> dict[str, int]:
+    """Write :func:`example_files` into ``out_dir``; returns {file name: lines}."""
+    from rvpo.records import write_jsonl
+
+    return {name: write_jsonl(Path(out_dir) / name, rows) for name, rows in example_files().items()}
+
+
+if __name__ == "__main__":  # python -m rvpo.demo_data [OUT_DIR]   (what made examples/)
+    import sys
+
+    for name, n in write_examples(Path(sys.argv[1]) if len(sys.argv) > 1 else EXAMPLES).items():
+        print(f"{name}: {n} records")

@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.channels import rubric_channel
+from contracts.results import NOT_APPLICABLE, reason_kind
 from judge.scoring import healthbench_report
-from rvpo.records import record_kind
+from rvpo.records import RecordError, record_kind
 
 
 def _by_variant(rows: list[dict]) -> dict[str, list[dict]]:
@@ -46,9 +47,22 @@ def _verdicts(row: dict) -> list[bool | None]:
     return out
 
 
+def _null_reasons(row: dict, prefix: str) -> Counter:
+    """Kinds of the reasons of a row's null channels whose name starts with ``prefix`` (not-applicable ones left
+    out), counted; a row without a result counts as one ``unscored`` cell."""
+    result = row.get("result")
+    if not result:
+        return Counter({"no_result": 1})
+    reasons = result.get("reasons") or {}
+    kinds = (reason_kind(reasons.get(name)) for name, value in (result.get("channels") or {}).items()
+             if value is None and name.startswith(prefix))
+    return Counter(k for k in kinds if k not in NOT_APPLICABLE)
+
+
 def healthbench_summary(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     """HealthBench report per variant: ``{variant: {score, score_bootstrap_std, n_samples, axes, themes,
-    null_verdicts}}``. Rows that are not HealthBench records are ignored."""
+    null_verdicts, verdicts, null_reasons}}`` (``null_reasons``: the null verdicts by reason kind). Rows that are
+    not HealthBench records are ignored; the score of a variant none of whose rows has a verdict is NaN."""
     rows = [r for r in rows if record_kind(r) == "healthbench"]
     out = {}
     for variant, group in _by_variant(rows).items():
@@ -58,6 +72,7 @@ def healthbench_summary(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, 
         report.pop("metrics")
         report["null_verdicts"] = sum(m is None for e in examples for m in e["met"])
         report["verdicts"] = sum(len(e["met"]) for e in examples)
+        report["null_reasons"] = dict(sum((_null_reasons(r, "rubric/") for r in group), Counter()).most_common())
         out[variant] = report
     return out
 
@@ -92,15 +107,53 @@ def bfcl_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 if name.startswith("rules/") and value is not None:
                     channels[name].append(float(value))
         n = sum(len(v) for v in by_cat.values())
+        reasons = sum((_null_reasons(r, "rules/") for r in group if (r.get("result") or {}).get("bfcl") is None),
+                      Counter())
         out[variant] = {
             "accuracy": sum(sum(v) for v in by_cat.values()) / n if n else math.nan,
             "n": n,
             "unscored": unscored,
+            "unscored_reasons": dict(reasons.most_common()),
             "by_category": {c: {"accuracy": sum(v) / len(v), "n": len(v)} for c, v in sorted(by_cat.items())},
             "error_types": dict(errors.most_common()),
             "channel_means": {k: sum(v) / len(v) for k, v in sorted(channels.items())},
         }
     return out
+
+
+def summary_outcome(suite: str, summary: dict[str, Any]) -> tuple[str, str]:
+    """(status, one line) of a summary: ``done`` when every verdict is there, ``failed`` when none is, else
+    ``partial``; the line counts them and the reasons of the missing ones. Raises RecordError for an empty
+    summary (no row of that suite in the file)."""
+    if not summary:
+        other = "bfcl" if suite == "healthbench" else "healthbench"
+        raise RecordError(f"no {suite} rows in the file (rows with `rubrics` are HealthBench, with `function` / "
+                          f"`tools` BFCL): did you mean `rvpo eval {other}`?")
+    reasons: Counter = Counter()
+    if suite == "healthbench":
+        total = sum(s["verdicts"] for s in summary.values())
+        missing = sum(s["null_verdicts"] for s in summary.values())
+        what = "rubric verdicts"
+        for s in summary.values():
+            reasons.update(s["null_reasons"])
+    else:
+        total = sum(s["n"] for s in summary.values())
+        missing = sum(s["unscored"] for s in summary.values())
+        what = "BFCL verdicts"
+        for s in summary.values():
+            reasons.update(s["unscored_reasons"])
+    status = "done" if missing == 0 else ("failed" if missing >= total else "partial")
+    line = f"{status}: {total - missing}/{total} {what}"
+    if missing:
+        line += " — missing: " + (", ".join(f"{k} x{n}" for k, n in reasons.most_common()) or "no reason given")
+    return status, line
+
+
+def _num(value: Any, std: Any = None) -> str:
+    """A score for a table: 4 decimals, ``± std`` when given, ``n/a`` for a missing (NaN / None) value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4f}" + ("" if std is None or (isinstance(std, float) and math.isnan(std)) else f" ± {std:.4f}")
 
 
 def print_summary(console: Console, suite: str, summary: dict[str, Any]) -> None:
@@ -111,19 +164,18 @@ def print_summary(console: Console, suite: str, summary: dict[str, Any]) -> None
         table.add_column("value", justify="right")
         table.add_column("n", justify="right")
         if suite == "healthbench":
-            table.add_row("score (clipped mean)", f"{s['score']:.4f} ± {s['score_bootstrap_std']:.4f}",
-                          str(s["n_samples"]))
+            table.add_row("score (clipped mean)", _num(s["score"], s["score_bootstrap_std"]), str(s["n_samples"]))
             table.add_row("null verdicts", str(s["null_verdicts"]), str(s["verdicts"]))
             for kind in ("axes", "themes"):
                 for name, m in s[kind].items():
                     table.add_row(f"{kind[:-1] if kind == 'themes' else 'axis'}: {name}",
-                                  f"{m['mean']:.4f} ± {m['bootstrap_std']:.4f}", str(m["n_samples"]))
+                                  _num(m["mean"], m["bootstrap_std"]), str(m["n_samples"]))
         else:
-            table.add_row("accuracy", f"{s['accuracy']:.4f}", str(s["n"]))
+            table.add_row("accuracy", _num(s["accuracy"]), str(s["n"]))
             for cat, m in s["by_category"].items():
-                table.add_row(f"category: {cat}", f"{m['accuracy']:.4f}", str(m["n"]))
+                table.add_row(f"category: {cat}", _num(m["accuracy"]), str(m["n"]))
             for err, count in s["error_types"].items():
                 table.add_row(f"error: {err}", str(count), "")
             for name, mean in s["channel_means"].items():
-                table.add_row(f"channel: {name}", f"{mean:.4f}", "")
+                table.add_row(f"channel: {name}", _num(mean), "")
         console.print(table)

@@ -9,6 +9,7 @@ Two record formats are understood, each with a ``completion`` field added by the
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,36 @@ class RecordError(ValueError):
     """A record has neither the HealthBench nor the BFCL shape; the message names the line and the field."""
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield one dict per non-empty line of a JSON Lines file. Raises RecordError naming the bad line."""
+def numbered_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, dict) for every non-empty line of a JSON Lines file. Raises RecordError naming the bad
+    line (not JSON, or not an object)."""
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if line.strip():
                 try:
-                    yield json.loads(line)
+                    record = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise RecordError(f"{path}:{lineno}: not JSON ({exc})") from exc
+                if not isinstance(record, dict):
+                    raise RecordError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+                yield lineno, record
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield one dict per non-empty line of a JSON Lines file. Raises RecordError naming the bad line."""
+    for _, record in numbered_jsonl(path):
+        yield record
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` with every NaN / ±inf float as None, so that it is strict JSON (``null``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
@@ -64,17 +86,24 @@ def record_kind(record: dict[str, Any]) -> str:
                       "or `function` + `ground_truth` (BFCL)")
 
 
-def to_item(record: dict[str, Any], index: int) -> dict[str, Any]:
-    """The gateway item (docs/contracts.md) for one record with a ``completion``."""
+def to_item(record: dict[str, Any], index: int, label: str | None = None) -> dict[str, Any]:
+    """The gateway item (docs/contracts.md) for one record with a ``completion``; ``label`` names the record in
+    errors (default ``record <index>``). Raises RecordError naming the record and the missing field."""
+    label = label or f"record {index}"
     if "completion" not in record:
-        raise RecordError(f"record {index}: missing `completion`")
-    kind = record_kind(record)
+        raise RecordError(f"{label}: missing `completion` (the answer to score: a text or an OpenAI assistant "
+                          "message); examples/ holds ready-to-score files")
+    try:
+        kind = record_kind(record)
+    except RecordError as exc:
+        raise RecordError(f"{label}: {exc}") from exc
     if kind == "healthbench":
         return {"id": str(record.get("id") or record.get("prompt_id") or index),
                 "group_id": record.get("prompt_id"), "prompt": record["prompt"],
                 "completion": record["completion"], "rubrics": record["rubrics"]}
     if "ground_truth" not in record:
-        raise RecordError(f"BFCL record {record.get('id')!r}: missing `ground_truth` (join the possible-answer file)")
+        raise RecordError(f"{label} (BFCL {record.get('id')!r}): missing `ground_truth` (join the possible-answer "
+                          "file with `--answers`)")
     question = record.get("question") or [[]]
     prompt = question[0] if question and isinstance(question[0], list) else question
     item = {"id": str(record.get("id", index)), "group_id": record.get("group_id"), "prompt": prompt,

@@ -1,6 +1,7 @@
 """Every ``RVPO_*`` environment variable the services and clients read, from their pydantic-settings classes.
 
-`rvpo settings` prints it; tests check that the README documents each variable.
+`rvpo settings` prints the values in effect (and which are defaults), `rvpo settings --markdown` the defaults as
+the README's table; tests check that the README documents each variable.
 """
 
 from __future__ import annotations
@@ -31,6 +32,28 @@ def env_rows() -> Iterator[tuple[str, str, str, str]]:
             if env not in seen:
                 seen.add(env)
                 yield env, part, repr(field.default), field.description or ""
+
+
+def _secret(name: str, value) -> bool:
+    return name == "api_token" or name.endswith("_api_key") or type(value).__name__ == "SecretStr"
+
+
+def effective_rows() -> Iterator[tuple[str, str, str, bool, str]]:
+    """(ENV_NAME, part, value in effect, whether it was set in the environment, description), each variable once.
+    Secrets that are set show as ``'***'``. Raises pydantic's ValidationError (naming the variable) for a value
+    that does not parse."""
+    seen: set[str] = set()
+    for part, cls in settings_classes():
+        prefix = cls.model_config.get("env_prefix") or ""
+        obj = cls()
+        for name, field in cls.model_fields.items():
+            env = (prefix + name).upper()
+            if env in seen:
+                continue
+            seen.add(env)
+            value = getattr(obj, name)
+            shown = "'***'" if value is not None and _secret(name, value) else repr(value)
+            yield env, part, shown, name in obj.model_fields_set, field.description or ""
 
 
 def markdown_table() -> str:

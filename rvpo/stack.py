@@ -2,8 +2,9 @@
 
 Starts (in this order) Redis if none answers at ``RVPO_REDIS_URL`` (a private ``redis-server`` on a free
 port, nothing written to disk), the rules service, the judge service, the gateway and one Celery worker,
-waits until each answers its readiness probe, and stops everything it started on exit or Ctrl-C. Ports,
-hosts and the worker's concurrency come from each part's settings (``RVPO_*_PORT``, ``RVPO_*_HOST``,
+waits until each answers its readiness probe (the worker: a Celery ping), and stops everything it started on
+exit or Ctrl-C; ``check()`` tells a process that died or a worker that stopped answering. Ports, hosts and the
+worker's concurrency come from each part's settings (``RVPO_*_PORT``, ``RVPO_*_HOST``,
 ``RVPO_WORKER_CONCURRENCY``) unless the caller gives them.
 """
 
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,10 +96,18 @@ def uvicorn_args(app: str, host: str, port: int, log_level: str = "warning") -> 
     return [sys.executable, "-m", "uvicorn", app, "--host", host, "--port", str(port), "--log-level", log_level]
 
 
-def worker_args(concurrency: int | None = None, loglevel: str = "WARNING") -> list[str]:
-    """The command line of a prefork Celery worker; without `concurrency` it uses RVPO_WORKER_CONCURRENCY."""
+def worker_args(concurrency: int | None = None, loglevel: str = "WARNING", hostname: str | None = None) -> list[str]:
+    """The command line of a prefork Celery worker; without `concurrency` it uses RVPO_WORKER_CONCURRENCY;
+    `hostname` (``name@host``) names it for Celery's remote control (ping)."""
     args = [sys.executable, "-m", "celery", "-A", WORKER_APP, "worker", "--loglevel", loglevel, "--pool", "prefork"]
-    return args + (["--concurrency", str(concurrency)] if concurrency else [])
+    return args + (["--concurrency", str(concurrency)] if concurrency else []) + \
+        (["--hostname", hostname] if hostname else [])
+
+
+def last_log_line(proc: Proc) -> str:
+    """The last non-empty line of a process's log (what it said before it died), at most 300 characters."""
+    lines = [ln.strip() for ln in proc.log_text().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "(empty log)"
 
 
 def bind_address(service: str) -> tuple[str, int]:
@@ -142,6 +152,9 @@ class StackConfig:
     log_dir: Path = Path("runs/stack-logs")
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 120.0
+    #: `check()` pings the worker (Celery remote control) this often; it is dead after `worker_misses` misses
+    worker_ping_s: float = 10.0
+    worker_misses: int = 3
 
 
 class Stack:
@@ -152,6 +165,9 @@ class Stack:
         self.procs: dict[str, Proc] = {}
         self.urls: dict[str, str] = {}
         self.env: dict[str, str] = {}
+        self.worker_name = f"rvpo-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+        self._control = None
+        self._last_ping, self._misses = 0.0, 0
 
     # -- redis -----------------------------------------------------------------------------------
     def _ensure_redis(self) -> str:
@@ -185,9 +201,19 @@ class Stack:
 
     # -- services --------------------------------------------------------------------------------
     def _address(self, service: str, port: int | None) -> tuple[str, int]:
+        """(host, port) for ``service``; raises StackError when that port is taken (before anything starts)."""
         host, default = bind_address(service)
         port = default if port is None else port
-        return self.config.host or host, port or free_port()
+        host, port = self.config.host or host, port or free_port()
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: only a listener makes it taken
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                raise StackError(f"{host}:{port} for the {service} is taken ({exc.strerror}): another `rvpo up` "
+                                 f"running? Stop it, or set RVPO_{service.upper()}_PORT (or `--{service}-port`)") \
+                    from None
+        return host, port
 
     def start(self) -> "Stack":
         """Start every process and wait until all are ready. Raises StackError (after cleaning up) on failure."""
@@ -207,33 +233,86 @@ class Stack:
             for name, app in apps.items():
                 host, port = addresses[name]
                 self.procs[name] = start_process(uvicorn_args(app, host, port), c.log_dir / f"{name}.log", self.env)
-            self.procs["worker"] = start_process(worker_args(c.worker_concurrency), c.log_dir / "worker.log",
-                                                 self.env)
+            self.procs["worker"] = start_process(worker_args(c.worker_concurrency, hostname=self.worker_name),
+                                                 c.log_dir / "worker.log", self.env)
             for name in apps:  # the judge is up once it answers; its LLM backend may come later (see judge_ready)
                 probe = "/livez" if name == "judge" else "/readyz"
-                wait_http(self.urls[name] + probe, self.procs[name], c.ready_timeout_s)
-            if self.procs["worker"].popen.poll() is not None:
-                raise StackError(f"the Celery worker exited; see {self.procs['worker'].log}")
-        except Exception as exc:
+                try:
+                    wait_http(self.urls[name] + probe, self.procs[name], c.ready_timeout_s)
+                except (RuntimeError, TimeoutError) as exc:
+                    raise StackError(self._failed(name, "exited during start-up" if isinstance(exc, RuntimeError)
+                                                  else f"did not answer {probe} within {c.ready_timeout_s:g} s"))
+            self._wait_worker(c.ready_timeout_s)
+        except BaseException as exc:
             self.stop()
-            if isinstance(exc, StackError):
+            if isinstance(exc, StackError) or not isinstance(exc, Exception):
                 raise
-            raise StackError(str(exc)) from exc
+            raise StackError(f"{type(exc).__name__}: {exc}") from exc
         return self
 
+    def _failed(self, name: str, what: str) -> str:
+        proc = self.procs[name]
+        code = proc.popen.poll()
+        return (f"the {name} {what}{'' if code is None else f' (exit code {code})'}: "
+                f"{last_log_line(proc)} — full log: {proc.log}")
+
+    # -- the worker's pulse ----------------------------------------------------------------------------
+    def ping_worker(self, timeout_s: float = 1.0) -> bool:
+        """Whether this stack's worker answers a Celery remote-control ping within ``timeout_s``."""
+        if self._control is None:
+            from services.worker.celery_app import make_celery
+            from services.worker.settings import WorkerSettings
+
+            given = {name: self.env[f"RVPO_{name.upper()}"] for name in WorkerSettings.model_fields
+                     if f"RVPO_{name.upper()}" in self.env}  # what the worker was started with
+            self._control = make_celery(WorkerSettings(**given)).control
+        try:
+            return bool(self._control.ping(destination=[self.worker_name], timeout=timeout_s))
+        except Exception:  # noqa: BLE001 - the broker itself failing counts as no answer
+            return False
+
+    def _wait_worker(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.ping_worker():
+            if self.procs["worker"].popen.poll() is not None:
+                raise StackError(self._failed("worker", "exited during start-up"))
+            if time.monotonic() > deadline:
+                raise StackError(self._failed("worker", f"did not answer a ping within {timeout_s:g} s"))
+        self._last_ping, self._misses = time.monotonic(), 0
+
+    def check(self) -> str | None:
+        """What is wrong with the running stack, or None: a process that exited (with its last log line), or a
+        worker that missed ``worker_misses`` pings in a row (one every ``worker_ping_s`` seconds)."""
+        for name, proc in self.procs.items():
+            if proc.popen.poll() is not None:
+                return self._failed(name, "exited")
+        c = self.config
+        if "worker" in self.procs and time.monotonic() - self._last_ping >= c.worker_ping_s:
+            self._last_ping = time.monotonic()
+            self._misses = 0 if self.ping_worker() else self._misses + 1
+            if self._misses >= c.worker_misses:
+                return (f"the worker (pid {self.procs['worker'].pid}) has not answered {self._misses} pings in a row "
+                        f"(every {c.worker_ping_s:g} s): hung or cut off from Redis — log: {self.procs['worker'].log}")
+        return None
+
     def judge_ready(self) -> tuple[bool, str]:
-        """Whether the judge's LLM backend answers (its `/readyz`); grading waits for it otherwise."""
+        """Whether the judge's LLM backend answers (its `/readyz`, whose detail names the backend, the model it
+        serves and whether it is reachable); grading waits for it otherwise."""
         try:
             resp = httpx.get(self.urls["judge"] + "/readyz", timeout=10)
-            return resp.status_code == 200, resp.json().get("detail", "")
+            return resp.status_code == 200, str(resp.json().get("detail", ""))
         except (httpx.HTTPError, ValueError) as exc:
-            return False, str(exc)
+            return False, f"the judge's /readyz did not answer: {type(exc).__name__}: {exc}"
 
     def stop(self) -> None:
         """Stop every process this stack started (SIGTERM, then SIGKILL after 15 s), newest first."""
         for name in reversed(list(self.procs)):
             self.procs[name].stop()
         self.procs.clear()
+        if self._control is not None:
+            with contextlib.suppress(Exception):
+                self._control.app.close()
+            self._control = None
 
     def __enter__(self) -> "Stack":
         return self.start()

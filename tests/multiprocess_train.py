@@ -25,7 +25,7 @@ from tests.trainer_fixtures import digit_reward, length_reward, prompt_dataset, 
 G = 4                  # completions per prompt
 PER_DEVICE = 3         # rows per loss step on each process
 STEPS_PER_GENERATION = 2  # one generation feeds 2 steps: each process holds 6 rows = 1.5 prompts
-MAX_STEPS = 4          # 2 generation batches (risk 0.5 and 1.25 on the linear schedule below)
+MAX_STEPS = 4          # 2 generation batches (risk 0.5 and 2.0 on the linear schedule below)
 WEIGHTS = [1.0, 2.0, 0.5]
 RISK_START, RISK_END = 0.5, 2.0
 

@@ -95,7 +95,7 @@ def test_score_and_eval_through_rvpo_up(stack, tmp_path):
     res = subprocess.run(RVPO + ["eval", "bfcl", str(out), "--json", str(summary_path)], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    summary = json.loads(summary_path.read_text())["all"]
+    summary = json.loads(summary_path.read_text())["variants"]["all"]
     assert summary["n"] == 2 and summary["accuracy"] == 0.5
     assert summary["error_types"] == {"simple_function_checker:wrong_func_name": 1}
 
@@ -149,3 +149,46 @@ def test_training_config_refuses_healthbench_and_names_bad_keys(tmp_path):
     cfg.write_text("- not a mapping\n")
     with pytest.raises(TrainConfigError, match="mapping"):
         load_config(cfg)
+
+
+def test_stack_notices_a_hung_or_dead_worker(tmp_path):
+    """What `rvpo up` watches (Stack.check): a worker that stops answering pings (SIGSTOP), then one that died."""
+    import os
+
+    from rvpo.stack import Stack, StackConfig
+
+    env = {"RVPO_KEY_PREFIX": unique("t-ping"), "RVPO_CELERY_QUEUE": unique("t-ping"),
+           "RVPO_JUDGE_CACHE_PREFIX": unique("t-ping"), "RVPO_WORKER_CONCURRENCY": "1", "RVPO_REDIS_URL": REDIS_URL}
+    stack = Stack(StackConfig(gateway_port=0, judge_port=0, rules_port=0, log_dir=tmp_path, env=env,
+                              worker_ping_s=0.5, worker_misses=2))
+    stack.start()  # returns once the worker answered a ping
+    try:
+        assert stack.check() is None
+        worker = stack.procs["worker"]
+        os.killpg(worker.pid, signal.SIGSTOP)
+        deadline, problem = time.monotonic() + 30, None
+        while problem is None and time.monotonic() < deadline:
+            problem = stack.check()
+            time.sleep(0.2)
+        assert problem and f"the worker (pid {worker.pid}) has not answered 2 pings in a row" in problem
+        os.killpg(worker.pid, signal.SIGCONT)
+        worker.kill(signal.SIGKILL)
+        assert "the worker exited (exit code -9)" in stack.check()
+    finally:
+        stack.stop()
+
+
+def test_stack_refuses_a_taken_port_before_starting_anything(tmp_path):
+    import socket
+
+    from rvpo.stack import Stack, StackConfig, StackError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack = Stack(StackConfig(gateway_port=port, judge_port=0, rules_port=0, log_dir=tmp_path,
+                                  env={"RVPO_REDIS_URL": REDIS_URL}))
+        with pytest.raises(StackError, match=f"127.0.0.1:{port} for the gateway is taken.*RVPO_GATEWAY_PORT"):
+            stack.start()
+    assert not stack.procs  # nothing was left running

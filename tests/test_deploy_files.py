@@ -314,8 +314,8 @@ def test_k8s_trainer_job_config_runs_on_the_packaged_data():
     cfg = load_config(REPO_ROOT / "configs" / "train.yaml")
     assert "configs/train.yaml" in (REPO_ROOT / "k8s" / "40-trainer-job.yaml").read_text()
     assert BFCL_DOCS.parent == DATA_DIR
-    assert len(load_functions(cfg["task"]["n_functions"])) == cfg["task"]["n_functions"]
-    assert cfg["rewards"]["source"] == "gateway"
+    assert len(load_functions(cfg.task.n_functions)) == cfg.task.n_functions
+    assert cfg.rewards.source == "gateway"
 
 
 def test_keda_scales_workers_on_the_real_celery_queue_key(redis_url):

@@ -80,8 +80,8 @@ def test_rvpo_training_uses_compute_advantages(tiny_model_dir, tmp_path):
                      risk_schedule="linear", risk_start=0.5, risk_end=2.0, reward_weights=[1.0, 2.0, 0.5])
     assert len(trainer.generations) == 2 and len(trainer.loss_inputs) == 2
     history = [h for h in trainer.state.log_history if "rvpo/risk" in h]
-    assert [h["rvpo/risk"] for h in history] == pytest.approx([0.5, 0.5 + 1.5 * 1 / 2])  # step 0/2 and 1/2
-    for gen, loss_in, log, k in zip(trainer.generations, trainer.loss_inputs, history, [0.5, 1.25]):
+    assert [h["rvpo/risk"] for h in history] == pytest.approx([0.5, 2.0])  # progress 0/1 and 1/1: start, end
+    for gen, loss_in, log, k in zip(trainer.generations, trainer.loss_inputs, history, [0.5, 2.0]):
         rewards = gen["logged_rewards"]
         assert rewards.shape == (8, 3) and torch.isnan(rewards).any()  # None channels arrived as NaN
         assert torch.equal(rewards.isnan(), gen["gathered"].isnan())

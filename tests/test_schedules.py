@@ -63,3 +63,25 @@ def test_adaptive_steady_at_target():
 def test_errors(call, word):
     with pytest.raises(ValueError, match=word):
         call()
+
+
+@pytest.mark.parametrize("steps, every, expected", [
+    (1, 1, [0.5]),                              # one step: no ramp, the start value
+    (2, 1, [0.5, 2.0]),                         # progress 0/1, 1/1
+    (6, 1, [0.5, 0.8, 1.1, 1.4, 1.7, 2.0]),     # progress s/5: 0.5 + 1.5 * s / 5
+    (6, 2, [0.5, 1.25, 2.0]),                   # a generation every 2 steps (s = 0, 2, 4): progress s/4
+])
+def test_trainer_risk_reaches_risk_end_on_the_last_step(steps, every, expected):
+    """`RVPOTrainer.current_risk` at each step where TRL generates (s = 0, g, 2g, ... < S) of a linear 0.5 -> 2.0
+    schedule (hand-computed)."""
+    from types import SimpleNamespace
+
+    from trainer.trainer import RVPOTrainer
+
+    fake = SimpleNamespace(risk_schedule=LinearRisk(0.5, 2.0), state=SimpleNamespace(max_steps=steps, global_step=0),
+                           args=SimpleNamespace(steps_per_generation=every, num_iterations=1))
+    ks = []
+    for s in range(0, steps, every):
+        fake.state.global_step = s
+        ks.append(RVPOTrainer.current_risk(fake))
+    assert ks == pytest.approx(expected)

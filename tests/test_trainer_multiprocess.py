@@ -70,7 +70,8 @@ def test_each_process_uses_its_slice_of_the_gathered_advantages(records, method)
     for i in range(n_gen):
         gens = [r["generations"][i] for r in ranks]
         step = i * STEPS_PER_GENERATION  # TRL generates every STEPS_PER_GENERATION optimizer steps
-        risk = RISK_START + (RISK_END - RISK_START) * step / MAX_STEPS  # the linear schedule, by hand
+        # the linear schedule, by hand: progress step / (S - g), the last generation batch at S - g uses risk_end
+        risk = RISK_START + (RISK_END - RISK_START) * step / (MAX_STEPS - STEPS_PER_GENERATION)
         gathered = _tensor(gens[0]["gathered"])
         n_local = len(gens[0]["advantages"])
         assert gathered.shape == (N_PROC * n_local, len(NAMES)) and n_local % G != 0  # groups do straddle
@@ -112,7 +113,8 @@ def test_rvpo_metrics_identical_on_both_processes_and_from_the_gathered_batch(re
         assert a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a), (a, b)
     for i, (log, gen) in enumerate(zip(logs[0], ranks[0]["generations"])):
         step = i * STEPS_PER_GENERATION
-        assert log["rvpo/risk"] == pytest.approx(RISK_START + (RISK_END - RISK_START) * step / MAX_STEPS)
+        assert log["rvpo/risk"] == pytest.approx(RISK_START + (RISK_END - RISK_START) * step
+                                                 / (MAX_STEPS - STEPS_PER_GENERATION))
         rows = gen["gathered"]
         for j, name in enumerate(NAMES):  # share of existing values > 0 over BOTH processes' rows
             vals = [row[j] for row in rows if row[j] is not None]

@@ -17,8 +17,9 @@ logger = logging.getLogger(__name__)
 class RVPOConfig(GRPOConfig):
     """GRPOConfig for `RVPOTrainer`. Everything TRL does (generation, reward calling, loss) is configured as for
     GRPOTrainer; only the advantages change. `multi_objective_aggregation` and `scale_rewards` are not used
-    (the advantage method replaces them). Raises ValueError, naming the field, for an unknown method or schedule
-    or a bad risk value."""
+    (the advantage method replaces them). ``bf16`` left unset is True where the GPU supports it and False
+    otherwise (TRL would make it True everywhere, which fails on a CPU-only machine). Raises ValueError, naming
+    the field, for an unknown method or schedule or a bad risk value."""
 
     advantage_method: str = field(default="rvpo", metadata={"help": f"One of {METHODS}."})
     risk: float = field(default=1.0, metadata={"help": "Risk coefficient k > 0 (constant schedule; adaptive start)."})
@@ -38,6 +39,11 @@ class RVPOConfig(GRPOConfig):
                 "variance_penalty, min only)."})
 
     def __post_init__(self):
+        if self.bf16 is None and not self.fp16 and not self.use_cpu:
+            # TRL turns an unset bf16 into True, which fails on a CPU-only machine: use it where the GPU has it
+            from transformers.utils import is_torch_bf16_gpu_available
+
+            self.bf16 = is_torch_bf16_gpu_available()
         super().__post_init__()
         if self.advantage_method not in METHODS:
             raise ValueError(f"advantage_method: unknown method {self.advantage_method!r}; expected one of {METHODS}")

@@ -1,4 +1,6 @@
-"""Risk-coefficient schedules k(t) for RVPO training; t = global_step / max_steps in [0, 1].
+"""Risk-coefficient schedules k(t) for RVPO training; t = s / (S - 1) in [0, 1] for step s (0-based) of S
+(s / (S - g) when TRL generates every g steps), so the first step uses the start value and the last the end
+value (`RVPOTrainer.current_risk`).
 
 The RVPO paper (arXiv 2605.05750) anneals k linearly from 0.5 to 2.0: start close to the mean of the channel
 z-scores (GDPO-like, every channel counts) and end closer to the worst channel (bottleneck-focused). Every schedule

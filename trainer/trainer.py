@@ -48,9 +48,14 @@ class RVPOTrainer(GRPOTrainer):
         self._rvpo_rewards: torch.Tensor | None = None
 
     def current_risk(self) -> float:
-        """k for the current step: the schedule at progress `global_step / max_steps` (0 before training)."""
-        max_steps = self.state.max_steps or 0
-        progress = min(1.0, self.state.global_step / max_steps) if max_steps > 0 else 0.0
+        """k for the generation batch about to be scored: the schedule at progress `s / (S - g)` for step
+        s = `global_step` (0-based) of S = `max_steps`, where TRL generates every g = `steps_per_generation *
+        num_iterations` steps (usually g = 1: progress `s / (S - 1)`). So the first step uses the schedule's start
+        value and the last its end value (linear 0.5 -> 2.0 over 6 steps: 0.5, 0.8, 1.1, 1.4, 1.7, 2.0). A run with
+        a single generation batch (or an unknown length) uses the start value."""
+        every = (getattr(self.args, "steps_per_generation", 1) or 1) * (getattr(self.args, "num_iterations", 1) or 1)
+        last = (self.state.max_steps or 0) - every  # the step at which the last generation batch is scored
+        progress = min(1.0, self.state.global_step / last) if last > 0 else 0.0
         return self.risk_schedule(progress)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

@@ -73,7 +73,7 @@ def deployment_section() -> str:
 
 def rest_example() -> str:
     """The README's `curl ... POST "$GW/v1/score?wait=60" ... -d '{...}'` command (REST API section)."""
-    block = README.split("\n## The REST API", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    block = README.split("\n## The REST API", 1)[1].split("\n## ", 1)[0]
     start = block.index('curl -s -X POST "$GW/v1/score')
     end = block.index("}'", start) + 2
     return block[start:end]

@@ -1,0 +1,178 @@
+"""What a user sees when something is wrong: `rvpo score` / `rvpo eval` / `rvpo settings` as subprocesses, against
+a real stack (tests/gateway_fixtures.py: fake LLM, judge, rules, gateway, Celery worker) where one is needed.
+
+Every failure is one or two lines on stderr naming what is wrong and the command or setting that fixes it (no
+traceback without --debug); exit codes: 0 all scored, 1 error, 3 some unscored, 4 none scored. Expected counts
+are computed by hand from the inputs (BFCL items have the nine rules channels, a HealthBench item one channel
+per rubric criterion; the fake LLM answers a criterion marked ``[[fake:400]]`` with HTTP 400).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from rvpo.records import read_jsonl
+from rvpo.settings_table import env_rows
+from tests.gateway_fixtures import running_stack
+from tests.procs import REPO_ROOT, free_port, uvicorn_server
+
+RVPO = [sys.executable, "-m", "rvpo.cli"]
+EXAMPLES = REPO_ROOT / "examples"
+
+
+def run(args: list[str], env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RVPO_")}
+    return subprocess.run(RVPO + args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**base, "COLUMNS": "80", **(env or {})})
+
+
+def no_traceback(res: subprocess.CompletedProcess) -> list[str]:
+    """stderr's lines, after checking there is no traceback and at most two lines."""
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert 1 <= len(lines) <= 2, res.stderr
+    return lines
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with running_stack(tmp_path_factory.mktemp("cli-errors")) as s:
+        yield s
+
+
+def test_gateway_down_is_one_line_with_the_fix():
+    dead = f"http://127.0.0.1:{free_port()}"
+    res = run(["score", str(EXAMPLES / "bfcl.jsonl"), "-o", "/dev/null"], {"RVPO_GATEWAY_URL": dead})
+    assert res.returncode == 1
+    text = " ".join(no_traceback(res))
+    assert f"cannot reach the gateway at {dead}" in text and "rvpo up" in text and "RVPO_GATEWAY_URL" in text
+    debug = run(["--debug", "score", str(EXAMPLES / "bfcl.jsonl"), "-o", "/dev/null"], {"RVPO_GATEWAY_URL": dead})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr  # --debug: the whole story
+
+
+def test_a_record_that_cannot_be_scored_names_its_line_before_anything_is_sent(tmp_path):
+    src = tmp_path / "in.jsonl"
+    first = next(read_jsonl(EXAMPLES / "bfcl.jsonl"))
+    src.write_text(json.dumps(first) + "\n\n" + json.dumps({k: v for k, v in first.items() if k != "completion"})
+                   + "\n")
+    res = run(["score", str(src), "-o", str(tmp_path / "out.jsonl")],
+              {"RVPO_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})  # no gateway: the file is checked first
+    assert res.returncode == 1
+    assert f"{src}:3: missing `completion`" in " ".join(no_traceback(res))
+    res = run(["score", str(REPO_ROOT / "rvpo" / "data" / "healthbench_sample.jsonl"), "-o", str(tmp_path / "o.jsonl")])
+    assert res.returncode == 1 and "healthbench_sample.jsonl:1: missing `completion`" in res.stderr
+    assert "examples/" in res.stderr
+
+
+def test_a_422_names_the_input_line_and_the_field(stack, tmp_path):
+    bfcl = next(read_jsonl(EXAMPLES / "bfcl.jsonl"))
+    hb = next(read_jsonl(EXAMPLES / "healthbench.jsonl"))
+    hb["rubrics"][1]["points"] = "five"
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(bfcl) + "\n\n" + json.dumps(hb) + "\n")
+    res = run(["score", str(src), "-o", str(tmp_path / "out.jsonl"), "--gateway", stack.urls["gateway"]])
+    assert res.returncode == 1
+    text = " ".join(no_traceback(res))
+    assert "(422)" in text and f"{src}:3: rubrics[1].points: Input should be a valid number" in text, text
+
+
+def _hb_rows(n: int, fail: str) -> list[dict]:
+    """The first n example HealthBench rows; ``fail`` = "all": every criterion answered 400 by the fake LLM,
+    "one": only the first criterion of the first row."""
+    rows = list(read_jsonl(EXAMPLES / "healthbench.jsonl"))[:n]
+    for i, row in enumerate(rows):
+        for j, r in enumerate(row["rubrics"]):
+            if fail == "all" or (i == 0 and j == 0):
+                r["criterion"] += " [[fake:400]]"
+    return rows
+
+
+def test_exit_codes_tell_all_some_and_none_scored(stack, tmp_path):
+    gw = ["--gateway", stack.urls["gateway"]]
+    bfcl = list(read_jsonl(EXAMPLES / "bfcl.jsonl"))
+    out = tmp_path / "out.jsonl"
+    res = run(["score", str(EXAMPLES / "bfcl.jsonl"), "-o", str(out), *gw])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"done: {9 * len(bfcl)}/{9 * len(bfcl)} reward channels scored" in res.stdout  # 9 rules channels each
+
+    some = _hb_rows(2, "one")
+    criteria = sum(len(r["rubrics"]) for r in some)
+    src = tmp_path / "some.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in bfcl[:2] + some))
+    res = run(["score", str(src), "-o", str(out), *gw])
+    assert res.returncode == 3, res.stdout + res.stderr
+    scored = 9 * 2 + criteria - 1
+    assert f"partial: {scored}/{9 * 2 + criteria} reward channels scored — unscored: judge_http_error x1" \
+        in res.stdout, res.stdout
+
+    none = _hb_rows(2, "all")
+    criteria = sum(len(r["rubrics"]) for r in none)
+    copies = [{**r, "id": f"{r['id']}-{k}"} for k in range(5) for r in none]  # 10 records: the first job has 8
+    src.write_text("".join(json.dumps(r) + "\n" for r in copies))
+    res = run(["score", str(src), "-o", str(out), *gw])
+    assert res.returncode == 4, res.stdout + res.stderr
+    text = " ".join(no_traceback(res))
+    assert "the judge scored nothing" in text and f"judge_http_error x{4 * criteria}" in text
+    assert "stopped before sending the other 2" in text and "RVPO_JUDGE_BASE_URL" in text
+    assert f"the 8 records scored so far are in {out}" in text and len(list(read_jsonl(out))) == 8
+
+    src.write_text("".join(json.dumps(r) + "\n" for r in none))
+    res = run(["score", str(src), "-o", str(out), "--keep-going", *gw])
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert f"failed: 0/{criteria} reward channels scored — unscored: judge_http_error x{criteria}" in res.stdout
+
+    # rvpo eval on the file with no verdict: exit 4, the reasons counted, strict JSON (null, never NaN)
+    summary = tmp_path / "summary.json"
+    res = run(["eval", "healthbench", str(out), "--json", str(summary)])
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert f"failed: 0/{criteria} rubric verdicts — missing: judge_http_error x{criteria}" in res.stdout
+    assert "{" not in res.stdout  # the JSON went to the file only
+    body = json.loads(summary.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in the JSON"))
+    assert body["status"] == "failed" and body["variants"]["ideal"]["score"] is None
+    res = run(["eval", "healthbench", str(out), "--json", "-"])
+    assert res.returncode == 4 and json.loads(res.stdout)["status"] == "failed"  # stdout is exactly the JSON
+
+
+def test_eval_of_a_file_without_rows_of_that_suite_is_an_error():
+    res = run(["eval", "healthbench", str(EXAMPLES / "bfcl.jsonl")])
+    assert res.returncode == 1 and "rvpo eval bfcl" in " ".join(no_traceback(res))
+
+
+def test_settings_shows_whole_names_and_the_values_in_effect():
+    res = run(["settings"], {"RVPO_JUDGE_MODEL": "my-grader", "RVPO_API_TOKEN": "s3cret"})  # a pipe, 80 columns
+    assert res.returncode == 0, res.stderr
+    lines = {ln.split(" ", 1)[0]: ln for ln in res.stdout.splitlines() if ln.startswith("RVPO_")}
+    assert set(lines) == {env for env, *_ in env_rows()} and "RVPO_GATEWAY_URL" in lines
+    assert "= 'my-grader'  (set;" in lines["RVPO_JUDGE_MODEL"]
+    assert "'***'  (set;" in lines["RVPO_API_TOKEN"] and "s3cret" not in res.stdout
+    assert "= 'redis://127.0.0.1:6379/0'  (default;" in lines["RVPO_REDIS_URL"]
+    res = run(["settings"], {"RVPO_GATEWAY_PORT": "eighty"})
+    assert res.returncode == 1 and "RVPO_GATEWAY_PORT" in " ".join(no_traceback(res))
+
+
+def test_judge_readyz_reports_its_backend_and_model(stack, tmp_path):
+    r = httpx.get(stack.urls["judge"] + "/readyz", timeout=10)
+    assert r.status_code == 200, r.text
+    assert "model fake-judge: reachable" in r.json()["detail"] and stack.urls["fake_llm"] in r.json()["detail"]
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    env = {**stack.env, "RVPO_JUDGE_BASE_URL": dead, "RVPO_JUDGE_MODEL": "my-grader"}
+    with uvicorn_server("judge.app:app", tmp_path, env) as judge:
+        r = httpx.get(judge.url + "/readyz", timeout=10)
+    assert r.status_code == 503
+    detail = r.json()["detail"]
+    assert f"openai backend {dead}, model my-grader: not reachable" in detail and "cache: redis ok" in detail
+
+
+@pytest.mark.parametrize("command", [["worker"], ["serve", "gateway"]])
+def test_services_that_need_redis_say_so_before_starting(command):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    res = run(command, {"RVPO_REDIS_URL": dead}, timeout=60)
+    assert res.returncode == 1
+    text = " ".join(no_traceback(res))
+    assert f"none answers at {dead}" in text and "RVPO_REDIS_URL" in text and "rvpo up" in text
