@@ -416,8 +416,9 @@ def test_trainer_container_two_rvpo_steps_through_the_containerised_gateway(comp
         shutil.rmtree(out, ignore_errors=True)
     steps = [h for h in log["log_history"] if "rvpo/risk" in h]
     assert log["summary"]["steps"] == SMOKE["max_steps"] == len(steps) == 2
-    # configs/smoke.yaml: linear k 0.5 -> 2.0 over 2 steps, evaluated at progress 0/2 and 1/2
-    assert [round(h["rvpo/risk"], 6) for h in steps] == [0.5, 1.25]
+    # configs/smoke.yaml: linear k 0.5 -> 2.0 over 2 steps, at progress s / (S - 1) = 0/1 and 1/1 (the last step
+    # uses risk_end)
+    assert [round(h["rvpo/risk"], 6) for h in steps] == [0.5, 2.0]
     for name in log["summary"]["channels"]:
         assert all(isinstance(h[f"rewards/{name}/mean"], float) for h in steps), name
     # one gateway job per step, one item per completion: the rewards came through the containerised gateway
