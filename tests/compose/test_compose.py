@@ -36,7 +36,9 @@ from tests.procs import REPO_ROOT, free_port
 pytestmark = pytest.mark.timeout(900)
 
 README = (REPO_ROOT / "README.md").read_text()
-PROJECT = "rvpo-compose-test"
+# One compose project per test run (two runs on one engine must never take down each other's containers).
+PROJECT_STEM = "rvpo-compose-test-"
+PROJECT = f"{PROJECT_STEM}{os.getpid()}"
 REPORT = REPO_ROOT / "runs" / "compose-test" / "report.json"
 # The README's Deployment commands, in the order this test runs them.
 COMPOSE_FILES = "export COMPOSE_FILE=docker-compose.yml:docker/compose.cpu.yml:tests/compose/compose.test.yml"
@@ -149,6 +151,19 @@ def image_size_mb(image: str) -> float:
     return round(int(out) / 1e6, 1)
 
 
+def remove_stale_projects(c: "Compose") -> None:
+    """Take down what earlier runs of this test left behind (their process is gone); live runs are left alone."""
+    res = c.run("docker compose ls -a --format json", check=False, label="list compose projects")
+    try:
+        names = [p["Name"] for p in json.loads(res.stdout or "[]")]
+    except ValueError:
+        return
+    for name in names:
+        pid = name.removeprefix(PROJECT_STEM)
+        if name.startswith(PROJECT_STEM) and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            c.run(f"docker compose -p {name} down -v --remove-orphans", check=False, label=f"remove stale {name}")
+
+
 @pytest.fixture(scope="module")
 def compose(tmp_path_factory):
     problem = engine_problem()
@@ -163,7 +178,7 @@ def compose(tmp_path_factory):
     env.update({"COMPOSE_PROJECT_NAME": PROJECT, "RVPO_GATEWAY_HOST_PORT": str(port),
                 "COMPOSE_FILE": COMPOSE_FILES.split("=", 1)[1]})
     c = Compose(env)
-    c.run(DOWN, check=False, label="clean up a previous run")
+    remove_stale_projects(c)
     c.env.update(base_images(c))
     c.torch_wheel = provide_torch_wheel()
     c.gateway = f"http://127.0.0.1:{port}"
