@@ -175,7 +175,9 @@ def softmin(z: torch.Tensor, risk: float, weights: torch.Tensor | None = None) -
     `w~` = weights `[K]` (default uniform) renormalised over the present channels (RVPO, arXiv 2605.05750, the
     SoftMin aggregator). Rows with no present positive-weight channel give NaN. Raises ValueError for risk <= 0.
 
-    Computed in float64 (result in z's dtype) as `S = zmin + L(y) q`, with gaps `d_j = z_j - zmin >= 0`,
+    Computed in z's dtype as `zmin - (1/k) log1p(sum_j w~_j expm1(-k (z_j - zmin)))` whenever that is safe
+    (`sqrt(tiny) <= k <= max / 4` and `|z| <= max / 4` for the dtype; every exponent <= 0), else (`_softmin_wide`)
+    in float64 (result in z's dtype) as `S = zmin + L(y) q`, with gaps `d_j = z_j - zmin >= 0`,
     `a_j = k d_j`, `q = sum_j w~_j d_j phi(a_j)`, `phi(a) = (1 - exp(-a)) / a` (0 at a = inf),
     `y = -k q = sum_j w~_j expm1(-a_j)` and `L(y) = log1p(y) / y` (both by their series near 0): an exact rewrite of
     `zmin - (1/k) log1p(y)` in which nothing overflows or divides by k, so it stays finite and accurate for any
@@ -185,6 +187,18 @@ def softmin(z: torch.Tensor, risk: float, weights: torch.Tensor | None = None) -
     _check_risk(risk)
     w = _weights_like(z, weights)
     z = _drop_zero_weight(z, w)
+    fi = torch.finfo(z.dtype)
+    if fi.tiny ** 0.5 <= risk <= fi.max / 4 and (not z.numel() or z.nan_to_num(0.0).abs().amax() <= fi.max / 4):
+        zmin = _nanmin(z)  # the common case, in z's dtype: gaps finite, k and k * gap representable (or -> -inf)
+        gap = (z - zmin.unsqueeze(1)).nan_to_num(0.0)  # >= 0, so every exponent below is <= 0; absent -> 0
+        y = (torch.expm1(gap * -risk) @ w) / ((~torch.isnan(z)).to(z.dtype) @ w)  # absent terms are expm1(0) = 0
+        y = y.clamp_min(fi.eps - 1.0)  # rounding could reach -1 only for weights ~1e-7
+        return zmin - torch.log1p(y) / risk
+    return _softmin_wide(z, risk, w)
+
+
+def _softmin_wide(z: torch.Tensor, risk: float, w: torch.Tensor) -> torch.Tensor:
+    """`softmin` for k or z outside the range where the direct form is safe in z's dtype (see there)."""
     out_dtype = z.dtype
     z, w = z.double(), w.double()
     c = 1.0
