@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from trainer.aggregation import METHODS, compute_advantages, group_zscores
+from trainer.aggregation import METHODS, compute_advantages, group_zscores, softmin, softmin_weights
 
 INV_SQRT2 = 1 / math.sqrt(2)  # z of two distinct values: deviation d/2, Bessel std d/sqrt(2)
 
@@ -55,3 +55,82 @@ def test_bad_eps_is_an_error_naming_it(eps):
             compute_advantages(r, 2, method, eps=eps)
     with pytest.raises(ValueError, match="eps"):
         group_zscores(r, 2, eps=eps)
+
+
+# --- rewards near the float max, and risk k (or k * Z) beyond the dtype's range ---------------------------------
+
+DTYPES = [torch.float32, torch.float64]
+
+
+def _softmin_ref(z: list[float], k: float) -> float:
+    """-(1/k) log((1/M) sum_j exp(-k z_j)), shifted by min(z) so Python's floats do not overflow for moderate k."""
+    m = min(z)
+    return m - math.log(math.fsum(math.exp(-k * (x - m)) for x in z) / len(z)) / k
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rewards_at_the_float_max_keep_their_z_scores(dtype):
+    """Rewards (max, -max, max/2, 0): the group sum and the deviations overflowed, Z = -inf for a finite reward (and
+    rvpo / variance_penalty gave -inf). Z is scale-free: the z-scores of (1, -1, 1/2, 0), by hand."""
+    big = torch.finfo(dtype).max
+    r = torch.tensor([[big, 0.0], [-big, 1.0], [big / 2, 2.0], [0.0, 3.0]], dtype=dtype)
+    dev = [0.875, -1.125, 0.375, -0.125]  # (1, -1, 0.5, 0) - 0.125
+    sd = math.sqrt(sum(d * d for d in dev) / 3)
+    za = [d / sd for d in dev]  # eps / max is far below the precision
+    z = group_zscores(r, 4)
+    assert z[:, 0].tolist() == pytest.approx(za, rel=1e-5)
+    s = compute_advantages(r, 4, "rvpo", risk=1.0, whiten=False)
+    zb = [(x - 1.5) / (math.sqrt(5 / 3) + 1e-4) for x in (0.0, 1.0, 2.0, 3.0)]
+    assert s.tolist() == pytest.approx([_softmin_ref([a, b], 1.0) for a, b in zip(za, zb)], rel=1e-5)
+    for method in METHODS:
+        assert torch.isfinite(compute_advantages(r, 4, method)).all(), method
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grpo_weighted_sum_beyond_the_float_max(dtype):
+    """grpo sums the channels first: max + max overflowed to inf and the group's advantages became (-max, 0)
+    instead of +-1/sqrt(2) (two distinct values; eps is negligible at this scale)."""
+    big = torch.finfo(dtype).max
+    r = torch.tensor([[big, big], [0.0, 0.0]], dtype=dtype)
+    assert compute_advantages(r, 2, "grpo").tolist() == pytest.approx([INV_SQRT2, -INV_SQRT2], rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmin_z_near_the_float_max(dtype):
+    """z_j - z_min overflows for z = (max, -max): the SoftMin is -max + log(2)/k = -max at that scale; for
+    (0.9 max, 0.5 max) it is 0.5 max + log(2)/k, i.e. 0.5 max."""
+    big = torch.finfo(dtype).max
+    z = torch.tensor([[big, -big], [0.9 * big, 0.5 * big]], dtype=dtype)
+    for k in (1e-3, 1.0, 1e300):
+        got = softmin(z, k)
+        assert got.tolist() == pytest.approx([-big, 0.5 * big], rel=1e-6), k
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1e39, 1e300, 1e308])
+def test_softmin_huge_k_is_the_hard_min(dtype, k):
+    """k beyond float32's range (or k * Z beyond float64's) gave 0 * inf = NaN. The SoftMin is min + O(log(M)/k):
+    the hard min (1, -1) -> -1, (0.5, 0.2) -> 0.2; the channel shares are one-hot at the min (split on a tie)."""
+    z = torch.tensor([[1.0, -1.0], [0.5, 0.2], [0.3, 0.3]], dtype=dtype)
+    assert softmin(z, k).tolist() == pytest.approx([-1.0, 0.2, 0.3], rel=1e-6)  # 0.2 in float32 is 0.2 + 3e-9
+    assert softmin_weights(z, k).flatten().tolist() == pytest.approx([0.0, 1.0, 0.0, 1.0, 0.5, 0.5], abs=1e-12)
+    r = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.5], [0.0, 3.0]], dtype=dtype)
+    assert compute_advantages(r, 2, "rvpo", risk=k).tolist() == pytest.approx(
+        compute_advantages(r, 2, "min").tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype, k", [(torch.float32, 1e-45), (torch.float32, 1e-300), (torch.float64, 1e-300),
+                                      (torch.float64, 5e-324)])
+def test_softmin_tiny_k_is_the_mean(dtype, k):
+    """k below the dtype's normal range: k became 0 in float32 (0 / 0 = NaN) or lost its precision (1e-45 in
+    float32, 5e-324 in float64 gave the min). The k -> 0 limit is the mean, (1, -1) -> 0, (0.5, 0.2) -> 0.35."""
+    z = torch.tensor([[1.0, -1.0], [0.5, 0.2]], dtype=dtype)
+    assert softmin(z, k).tolist() == pytest.approx([0.0, 0.35], abs=1e-7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1e-3, 1.0, 7.0, 50.0])
+def test_softmin_matches_the_formula(dtype, k):
+    z = [[1.3, -0.4, 0.2], [2.0, 2.0, -3.0], [0.0, 0.0, 0.0]]
+    got = softmin(torch.tensor(z, dtype=dtype), k).tolist()
+    assert got == pytest.approx([_softmin_ref(row, k) for row in z], rel=1e-6, abs=1e-7)

@@ -21,8 +21,9 @@ Formulas
   `S = -(1/k) log sum_j w~_j exp(-k Z_j)` over the channels present in the row, `w~` = weights renormalised over
   them (uniform weights give the paper's `(1/M) sum_j`). It goes to the weighted mean of Z as k -> 0 and to the
   min as k -> inf, and `S = mean - (k/2) var + O(k^2)`. Computed as
-  `S = Zmin - (1/k) log1p(sum_j w~_j expm1(-k (Z_j - Zmin)))` (exact rewrite: every exponent is <= 0, so nothing
-  overflows for any finite k, and expm1/log1p keep full float32 precision as k -> 0).
+  `S = Zmin - (1/k) log1p(sum_j w~_j expm1(-k (Z_j - Zmin)))` (exact rewrite: every exponent is <= 0), evaluated
+  in float64 without forming 1/k (see `softmin`): finite and accurate for any finite k > 0, also where k or
+  k * Z leave the dtype's range (the hard-min limit) and for subnormal k (the weighted-mean limit).
 - variance_penalty: `S = mean_w~(Z) - beta var_w~(Z)` (population variance), `beta = k/2` by default: the
   second-order Taylor match of rvpo.
 - min: `S = min_j Z_j` over the present channels with positive weight.
@@ -100,7 +101,9 @@ def compute_advantages(
         return _grpo(r, num_generations, w, eps)
     z = _zscores(r, num_generations, eps, drop_constant=drop_constant_channels)
     if method == "gdpo":
-        s = (z.nan_to_num(0.0) @ w).masked_fill(torch.isnan(r).all(dim=1), float("nan"))
+        pw = _pow2_down(w.amax())  # sum with w / 2^f (exact) so huge weights do not overflow the whitened sum
+        s = (z.nan_to_num(0.0) @ (w * pw)).masked_fill(torch.isnan(r).all(dim=1), float("nan"))
+        return _whiten(s, eps * pw.item()) if whiten else s / pw
     elif method == "gdpo_mean":
         s = weighted_mean(z, w)
     elif method == "rvpo":
@@ -132,14 +135,25 @@ def group_zscores(rewards: torch.Tensor, num_generations: int, *, eps: float = 1
 def _zscores(r: torch.Tensor, num_generations: int, eps: float, drop_constant: bool = False) -> torch.Tensor:
     n, k = r.shape
     g = r.reshape(n // num_generations, num_generations, k)
+    # The z-score is scale-free: work on g / 2^e (a power of two, so exact) with |g / 2^e| < 1 per group and
+    # channel, and eps / 2^e. Otherwise the group sum (mean) and the deviations of rewards near the float max
+    # overflow to +-inf (Z = -inf for a finite reward). e >= 0: small rewards are left as they are.
+    p2 = _pow2_down(g.nan_to_num(0.0).abs().amax(dim=1, keepdim=True))  # [P, 1, K]
+    g = g * p2
     count = (~torch.isnan(g)).sum(dim=1, keepdim=True)
     dev = g - g.nan_to_num(0.0).sum(dim=1, keepdim=True) / count  # NaN where absent
     std = _std(dev, count, dim=1)
     contrast = (count > 1) & (std > 0)  # [P, 1, K]
-    scale = torch.where(contrast, 1.0 / (std + eps), 0.0)  # 0 if seen once or constant
+    scale = torch.where(contrast, 1.0 / (std + eps * p2), 0.0)  # 0 if seen once or constant
     if drop_constant:
         scale = scale.masked_fill(~contrast, float("nan"))  # no contrast: the channel counts as absent
     return (dev * scale).reshape(n, k)
+
+
+def _pow2_down(amax: torch.Tensor) -> torch.Tensor:
+    """`2^-e` (exact power of two, dtype of amax) with `amax * 2^-e < 1` for amax >= 1, and 1 for amax < 1."""
+    e = torch.frexp(amax).exponent.clamp_min(0)
+    return torch.pow(torch.tensor(2.0, dtype=amax.dtype, device=amax.device), -e.to(amax.dtype))
 
 
 def weighted_mean(z: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -160,27 +174,48 @@ def softmin(z: torch.Tensor, risk: float, weights: torch.Tensor | None = None) -
 
     `w~` = weights `[K]` (default uniform) renormalised over the present channels (RVPO, arXiv 2605.05750, the
     SoftMin aggregator). Rows with no present positive-weight channel give NaN. Raises ValueError for risk <= 0.
+
+    Computed in float64 (result in z's dtype) as `S = zmin + L(y) q`, with gaps `d_j = z_j - zmin >= 0`,
+    `a_j = k d_j`, `q = sum_j w~_j d_j phi(a_j)`, `phi(a) = (1 - exp(-a)) / a` (0 at a = inf),
+    `y = -k q = sum_j w~_j expm1(-a_j)` and `L(y) = log1p(y) / y` (both by their series near 0): an exact rewrite of
+    `zmin - (1/k) log1p(y)` in which nothing overflows or divides by k, so it stays finite and accurate for any
+    finite k > 0 (k beyond the dtype's range: the hard min; k below it, subnormal: the weighted mean) and any
+    finite z (|z| near the float max: `S_k(z) = 4 S_{4k}(z / 4)`).
     """
     _check_risk(risk)
     w = _weights_like(z, weights)
     z = _drop_zero_weight(z, w)
+    out_dtype = z.dtype
+    z, w = z.double(), w.double()
+    c = 1.0
+    if z.numel() and z.nan_to_num(0.0).abs().amax() > torch.finfo(torch.float64).max / 4:
+        c = 4.0  # S_k(z) = c S_{ck}(z / c): keeps every gap z_j - zmin finite
+    z, k = z / c, risk * c  # k may be inf here: handled (a = inf where d > 0, 0 where d = 0)
     zmin = _nanmin(z)
-    gap = (z - zmin.unsqueeze(1)).nan_to_num(0.0)  # >= 0, so every exponent below is <= 0; absent -> 0
-    y = (torch.expm1(gap * -risk) @ w) / ((~torch.isnan(z)).to(z.dtype) @ w)  # absent terms are expm1(0) = 0
-    y = y.clamp_min(torch.finfo(y.dtype).eps - 1.0)  # rounding could reach -1 only for weights ~1e-7
-    return zmin - torch.log1p(y) / risk
+    d = (z - zmin.unsqueeze(1)).nan_to_num(0.0)  # >= 0; absent -> 0 (adds nothing to q)
+    a = torch.where(d > 0, d * k, 0.0)
+    phi = torch.where(a > 1e-6, -torch.expm1(-a) / a, 1.0 - a / 2 + a * a / 6)  # series: error < 1e-24
+    q = ((d * phi) @ w) / ((~torch.isnan(z)).to(z.dtype) @ w)  # NaN for a row without a present channel
+    y = torch.where(q > 0, -k * q, 0.0).clamp_min(torch.finfo(torch.float64).eps - 1.0)  # y > -1 exactly
+    lg = torch.where(y < -1e-6, torch.log1p(y) / y, 1.0 - y / 2 + y * y / 3)  # series (log1p is 0 at subnormal y)
+    return ((zmin + lg * q) * c).to(out_dtype)
 
 
 def softmin_weights(z: torch.Tensor, risk: float, weights: torch.Tensor | None = None) -> torch.Tensor:
     """`[N, K]` gradient of `softmin` w.r.t. z: `p_j = w~_j exp(-k z_j) / sum_i w~_i exp(-k z_i)` (0 where absent).
 
     Each row sums to 1 (NaN for rows with no present channel); `p_j` is the share of channel j in the SoftMin.
+    Computed in float64 from the gaps `z_j - zmin` (logits `log w_j - k (z_j - zmin) <= log w_j`), so k z beyond
+    the dtype's range gives the hard-min limit (the weight split over the channels at the min), not NaN.
     """
     _check_risk(risk)
     w = _weights_like(z, weights)
     z = _drop_zero_weight(z, w)
-    logits = (w.log() - risk * z).nan_to_num(nan=-torch.inf)
-    return torch.softmax(logits, dim=1)
+    out_dtype = z.dtype
+    z, w = z.double(), w.double()
+    d = z - _nanmin(z).unsqueeze(1)  # NaN where absent (and in all-NaN rows)
+    logits = (w.log() - torch.where(d > 0, d * risk, 0.0)).masked_fill(torch.isnan(d), -torch.inf)
+    return torch.softmax(logits, dim=1).to(out_dtype)
 
 
 def variance_penalty(z: torch.Tensor, beta: float, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -199,7 +234,8 @@ def variance_penalty(z: torch.Tensor, beta: float, weights: torch.Tensor | None 
 def _weights_like(z: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     if weights is None:
         return torch.ones(z.shape[1], dtype=z.dtype, device=z.device)
-    return torch.as_tensor(weights).to(dtype=z.dtype, device=z.device)
+    w = torch.as_tensor(weights).to(dtype=z.dtype, device=z.device)
+    return w * _pow2_down(w.abs().amax())  # renormalised anyway: an exact 2^-e keeps sum(w) finite for huge w
 
 
 def _drop_zero_weight(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -214,11 +250,18 @@ def _nanmin(z: torch.Tensor) -> torch.Tensor:
 
 
 def _grpo(r: torch.Tensor, num_generations: int, w: torch.Tensor, eps: float) -> torch.Tensor:
-    s = (r.nan_to_num(0.0) @ w).masked_fill(torch.isnan(r).all(dim=1), float("nan")).view(-1, num_generations)
+    # Scale-free like the z-scores: sum r / 2^e with weights w / 2^f (|terms| < 1, powers of two, exact) and use
+    # eps / 2^(e + f), so rewards or weights near the float max do not overflow the weighted sum.
+    g = r.view(-1, num_generations, r.shape[1])
+    p2 = _pow2_down(g.nan_to_num(0.0).abs().amax(dim=(1, 2))).unsqueeze(1)  # [P, 1]
+    pw = _pow2_down(w.abs().amax())
+    w = w * pw
+    s = (g.nan_to_num(0.0) * p2.unsqueeze(2)) @ w  # [P, G]
+    s = s.masked_fill(torch.isnan(g).all(dim=2), float("nan"))
     count = (~torch.isnan(s)).sum(dim=1, keepdim=True)
     dev = s - s.nan_to_num(0.0).sum(dim=1, keepdim=True) / count
     std = _std(dev, count, dim=1)
-    return (dev / (std + eps)).nan_to_num(0.0).view(-1)  # NaN rows and groups with < 2 scored rows -> 0
+    return (dev / (std + eps * p2 * pw)).nan_to_num(0.0).view(-1)  # NaN rows and groups with < 2 scored rows -> 0
 
 
 def _whiten(s: torch.Tensor, eps: float) -> torch.Tensor:
