@@ -195,8 +195,25 @@ def parse_config(cfg: Any, source: str = "config") -> TrainFile:
 
 def load_config(path: str | Path) -> TrainFile:
     """Read and check a YAML config (see :func:`parse_config`). Raises TrainConfigError."""
+    data = Path(path).read_bytes()
     try:
-        cfg = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise TrainConfigError(f"{path}: not valid YAML ({exc})") from None
+        cfg = yaml.safe_load(data.decode("utf-8-sig")) or {}
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise _file_error(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {col}); save the "
+                          "config as UTF-8") from None
+    except yaml.YAMLError as exc:  # one line: file:line:column and the problem, not PyYAML's multi-line text
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        ctx = getattr(exc, "context", None)
+        raise _file_error(f"{where}: not valid YAML ({what}{', ' + ' '.join(ctx.split()) if ctx else ''})") from None
     return parse_config(cfg, str(path))
+
+
+def _file_error(message: str) -> TrainConfigError:
+    """A TrainConfigError for a config that is not a YAML file at all: exit code 2 (wrong usage)."""
+    err = TrainConfigError(message)
+    err.exit_code = 2
+    return err

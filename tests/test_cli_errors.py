@@ -176,3 +176,43 @@ def test_services_that_need_redis_say_so_before_starting(command):
     assert res.returncode == 1
     text = " ".join(no_traceback(res))
     assert f"none answers at {dead}" in text and "RVPO_REDIS_URL" in text and "rvpo up" in text
+
+
+# --- input files that are not of their format at all: one line naming the file and line, exit code 2 --------
+
+def test_jsonl_that_is_not_utf8_names_its_line(tmp_path):
+    """A latin-1 byte (0xe9, 'é') on line 3: it was `UnicodeDecodeError ... this looks like a bug`, exit 1."""
+    src = tmp_path / "latin1.jsonl"
+    src.write_bytes(b'{"a": 1}\n\n{"prompt": "caf\xe9"}\n')
+    for args in (["score", str(src), "-o", str(tmp_path / "out.jsonl")], ["eval", "healthbench", str(src)]):
+        res = run(args, {"RVPO_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})
+        lines = no_traceback(res)
+        assert res.returncode == 2, res.stderr
+        assert len(lines) == 1 and f"{src}:3: not UTF-8 text (byte 0xe9 at column 16)" in lines[0]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_jsonl_with_a_utf8_bom_is_read():
+    """A BOM (Windows editors) is not a JSON error: the file is read, the first record checked as usual."""
+    from rvpo.records import numbered_jsonl
+    import tempfile
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as fh:
+        fh.write(b'\xef\xbb\xbf{"id": "x", "completion": "hi"}\n')
+    assert list(numbered_jsonl(fh.name)) == [(1, {"id": "x", "completion": "hi"})]
+    os.unlink(fh.name)
+
+
+@pytest.mark.parametrize("body, where, what", [
+    (b"model: tiny\ntrl: [1, 2\n  x: : y\n", ":3:4: not valid YAML", "expected ',' or ']', but got ':'"),
+    (b"model: tiny\n\tlr: 2\n", ":2:1: not valid YAML", "found character '\\t' that cannot start any token"),
+    (b"model: tiny\nname: \"r\xe9sum\xe9\"\n", ":2: not UTF-8 text (byte 0xe9 at column 9)", "UTF-8"),
+])
+def test_malformed_yaml_config_is_one_line_naming_file_and_line(tmp_path, body, where, what):
+    """PyYAML's message is five lines (`in "<unicode string>", line 2 ...` with a caret), and a non-UTF-8 config
+    was `UnicodeDecodeError ... this looks like a bug`; both exited 1."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_bytes(body)
+    res = run(["train", str(cfg)])
+    lines = no_traceback(res)
+    assert res.returncode == 2, res.stderr
+    assert len(lines) == 1 and f"{cfg}{where}" in lines[0] and what in lines[0], lines
