@@ -186,10 +186,10 @@ def eval_(suite: Suite, scored: Path = typer.Argument(..., exists=True, dir_okay
                                        "instead of the tables).")) -> None:
     """Summarize a scored file: HealthBench score (clipped mean, bootstrap std, per axis / theme) or BFCL accuracy.
     Exit code 0 when every verdict is there, 3 when some are missing (the reasons are counted), 4 when none is."""
-    from rvpo.evaluation import bfcl_summary, healthbench_summary, print_summary, summary_outcome
-    from rvpo.records import json_safe, read_jsonl
+    from rvpo.evaluation import bfcl_summary, healthbench_summary, print_summary, read_scored, summary_outcome
+    from rvpo.records import json_safe
 
-    rows = list(read_jsonl(scored))
+    rows = read_scored(scored, suite.value)
     summary = healthbench_summary(rows) if suite is Suite.healthbench else bfcl_summary(rows)
     status, line = summary_outcome(suite.value, summary)
     text = json.dumps(json_safe({"status": status, "variants": summary}), indent=2, allow_nan=False)

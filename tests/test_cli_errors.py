@@ -10,6 +10,7 @@ per rubric criterion; the fake LLM answers a criterion marked ``[[fake:400]]`` w
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -183,7 +184,9 @@ def test_services_that_need_redis_say_so_before_starting(command):
 def test_jsonl_that_is_not_utf8_names_its_line(tmp_path):
     """A latin-1 byte (0xe9, 'é') on line 3: it was `UnicodeDecodeError ... this looks like a bug`, exit 1."""
     src = tmp_path / "latin1.jsonl"
-    src.write_bytes(b'{"a": 1}\n\n{"prompt": "caf\xe9"}\n')
+    good = json.dumps({"prompt_id": "p", "prompt": "hi", "completion": "x",
+                       "rubrics": [{"criterion": "a", "points": 5, "tags": []}]}).encode()
+    src.write_bytes(good + b'\n\n{"prompt": "caf\xe9"}\n')
     for args in (["score", str(src), "-o", str(tmp_path / "out.jsonl")], ["eval", "healthbench", str(src)]):
         res = run(args, {"RVPO_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})
         lines = no_traceback(res)
@@ -216,3 +219,39 @@ def test_malformed_yaml_config_is_one_line_naming_file_and_line(tmp_path, body, 
     lines = no_traceback(res)
     assert res.returncode == 2, res.stderr
     assert len(lines) == 1 and f"{cfg}{where}" in lines[0] and what in lines[0], lines
+
+
+HB_ROW = {"prompt_id": "p", "prompt": "hi", "completion": "x",
+          "rubrics": [{"criterion": "a", "points": 5, "tags": []}, {"criterion": "b", "points": 5, "tags": []}]}
+
+
+def test_eval_reads_a_nan_channel_as_a_null_verdict_not_as_met(tmp_path):
+    """`rubric/00: NaN` (JSON NaN, from another tool) was read as met (NaN != 0): score 5/10 = 0.5, all verdicts
+    there, exit 0. NaN means unscored: the verdict is null, the score 0/5 = 0 (by hand), exit 3 (partial)."""
+    src = tmp_path / "scored.jsonl"
+    src.write_text(json.dumps(dict(HB_ROW, result={"channels": {"rubric/00": math.nan, "rubric/01": 0.0}})) + "\n")
+    res = run(["eval", "healthbench", str(src), "--json", "-"])
+    assert res.returncode == 3, res.stderr
+    body = json.loads(res.stdout[res.stdout.index("{"):res.stdout.rindex("}") + 1])
+    s = body["variants"]["all"]
+    assert s["score"] == 0.0 and s["null_verdicts"] == 1 and s["verdicts"] == 2
+    assert s["null_reasons"] == {"not_finite": 1}
+
+
+@pytest.mark.parametrize("suite, row, field", [
+    ("healthbench", dict(HB_ROW, result=[1, 2]), "`result` must be an object or null"),
+    ("healthbench", dict(HB_ROW, rubrics="abc"), "`rubrics` must be a list of objects"),
+    ("healthbench", dict(HB_ROW, rubrics=[{"criterion": "a", "points": "five"}]), "rubrics[0].points"),
+    ("healthbench", dict(HB_ROW, result={"channels": {"rubric/00": "yes"}}), "result.channels['rubric/00']"),
+    ("bfcl", {"id": "simple_0", "function": [], "result": {"bfcl": {"valid": "no"}}}, "result.bfcl.valid"),
+    ("bfcl", {"id": "simple_0", "function": [], "result": "oops"}, "`result` must be an object or null"),
+])
+def test_eval_of_a_malformed_scored_row_names_line_and_field(tmp_path, suite, row, field):
+    """These were an AttributeError / TypeError 'bug' message, or silently counted ('yes' as met, valid 'no' as
+    valid)."""
+    src = tmp_path / "scored.jsonl"
+    src.write_text("\n" + json.dumps(row) + "\n")
+    res = run(["eval", suite, str(src)])
+    lines = no_traceback(res)
+    assert res.returncode == 2, res.stderr
+    assert len(lines) == 1 and f"{src}:2: " in lines[0] and field in lines[0], lines
