@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 
 class TrainConfigError(ValueError):
@@ -79,6 +79,12 @@ class TaskSection(_Strict):
     value_high: int = 99
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _value_range(self) -> "TaskSection":
+        if self.value_low > self.value_high:  # was `task.empty range for randrange() (10, 2, -8)` at build time
+            raise ValueError(f"value_low ({self.value_low}) must be <= value_high ({self.value_high})")
+        return self
+
 
 class RewardsSection(_Strict):
     source: Literal["gateway", "local"] = "gateway"
@@ -93,6 +99,8 @@ class RewardsSection(_Strict):
     def _known(cls, v):
         from contracts.channels import check_rule_channels
 
+        if v is not None and not v:  # [] used to train on the default channels, silently
+            raise ValueError("empty list: no reward channel to train on; omit `channels` for the task's seven")
         return None if v is None else check_rule_channels(v)
 
 
