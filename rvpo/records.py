@@ -74,16 +74,26 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
-def join_answers(questions: Iterable[dict], answers: Iterable[dict]) -> list[dict]:
+def join_answers(questions: Iterable[dict], answers: Iterable[dict], *, question_labels: list[str] | None = None,
+                 answer_labels: list[str] | None = None) -> list[dict]:
     """Attach each BFCL possible answer (``ground_truth``) to its question by ``id``.
 
-    Raises RecordError when a question has no answer.
+    Raises RecordError when a question has no answer, or a question / answer has no ``id`` (an answer no
+    ``ground_truth``), naming it by its label (``file:line``, default ``question i`` / ``answer i``).
     """
-    by_id = {a["id"]: a["ground_truth"] for a in answers}
+    by_id = {}
+    for i, a in enumerate(answers):
+        label = answer_labels[i] if answer_labels else f"answer {i}"
+        if "id" not in a or "ground_truth" not in a:
+            raise RecordError(f"{label}: a possible answer needs `id` and `ground_truth`, got keys {sorted(a)}")
+        by_id[a["id"]] = a["ground_truth"]
     out = []
-    for q in questions:
+    for i, q in enumerate(questions):
+        label = question_labels[i] if question_labels else f"question {i}"
+        if "id" not in q:
+            raise RecordError(f"{label}: missing `id` (needed to join the possible answers)")
         if q["id"] not in by_id:
-            raise RecordError(f"BFCL question {q['id']!r} has no possible answer")
+            raise RecordError(f"{label}: BFCL question {q['id']!r} has no possible answer")
         out.append({**q, "ground_truth": by_id[q["id"]]})
     return out
 

@@ -255,3 +255,22 @@ def test_eval_of_a_malformed_scored_row_names_line_and_field(tmp_path, suite, ro
     lines = no_traceback(res)
     assert res.returncode == 2, res.stderr
     assert len(lines) == 1 and f"{src}:2: " in lines[0] and field in lines[0], lines
+
+
+@pytest.mark.parametrize("question, answer, where", [
+    ({"id": "q1"}, {"ground_truth": [{"f": {}}]}, "answers.jsonl:2: a possible answer needs `id` and `ground_truth`"),
+    ({"id": "q1"}, {"id": "q1"}, "answers.jsonl:2: a possible answer needs `id` and `ground_truth`"),
+    ({}, {"id": "q1", "ground_truth": [{"f": {}}]}, "questions.jsonl:2: missing `id`"),
+    ({"id": "q2"}, {"id": "q1", "ground_truth": [{"f": {}}]}, "questions.jsonl:2: BFCL question 'q2' has no possible"),
+])
+def test_score_answers_join_names_the_line(tmp_path, question, answer, where):
+    """`rvpo score --answers`: an answer or question without `id` (or an answer without `ground_truth`) was
+    `KeyError: 'id'` with 'this looks like a bug'."""
+    q = {"question": [[{"role": "user", "content": "hi"}]], "completion": "[f()]",
+         "function": [{"name": "f", "parameters": {"type": "dict", "properties": {}}}], **question}
+    (tmp_path / "questions.jsonl").write_text("\n" + json.dumps(q) + "\n")
+    (tmp_path / "answers.jsonl").write_text("\n" + json.dumps(answer) + "\n")
+    res = run(["score", str(tmp_path / "questions.jsonl"), "--answers", str(tmp_path / "answers.jsonl"), "-o",
+               str(tmp_path / "out.jsonl")], {"RVPO_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})
+    lines = no_traceback(res)
+    assert res.returncode == 1 and len(lines) == 1 and where in lines[0], res.stderr
