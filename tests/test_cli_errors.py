@@ -274,3 +274,12 @@ def test_score_answers_join_names_the_line(tmp_path, question, answer, where):
                str(tmp_path / "out.jsonl")], {"RVPO_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})
     lines = no_traceback(res)
     assert res.returncode == 1 and len(lines) == 1 and where in lines[0], res.stderr
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "nan", "inf"])
+def test_score_job_timeout_must_be_positive_seconds(tmp_path, value):
+    """`--job-timeout -5` submitted the first job and then failed with `job ... still queued after -5 s`; a bad
+    value is a usage error (exit 2) before the gateway is even asked (here it is not running: that was exit 1)."""
+    res = run(["score", str(EXAMPLES / "bfcl.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--job-timeout", value],
+              {"RVPO_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})
+    assert res.returncode == 2 and "--job-timeout" in res.stderr and "finite number of seconds > 0" in res.stderr
