@@ -210,6 +210,8 @@ def summary_outcome(suite: str, summary: dict[str, Any]) -> tuple[str, str]:
         what = "BFCL verdicts"
         for s in summary.values():
             reasons.update(s["unscored_reasons"])
+    if total == 0:  # HealthBench rows with `rubrics: []`: no score at all (n/a), not "done" with exit 0
+        return "failed", f"failed: 0/0 {what} — the rows have no rubric criteria to score"
     status = "done" if missing == 0 else ("failed" if missing >= total else "partial")
     line = f"{status}: {total - missing}/{total} {what}"
     if missing:

@@ -283,3 +283,12 @@ def test_score_job_timeout_must_be_positive_seconds(tmp_path, value):
     res = run(["score", str(EXAMPLES / "bfcl.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--job-timeout", value],
               {"RVPO_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})
     assert res.returncode == 2 and "--job-timeout" in res.stderr and "finite number of seconds > 0" in res.stderr
+
+
+def test_eval_of_rows_without_rubric_criteria_is_not_done(tmp_path):
+    """`rubrics: []` rows: the score is n/a and there is no verdict; that was `done: 0/0`, exit 0 (everything
+    scored). Nothing was scored: exit 4."""
+    src = tmp_path / "scored.jsonl"
+    src.write_text(json.dumps(dict(HB_ROW, rubrics=[], result={"channels": {}})) + "\n")
+    res = run(["eval", "healthbench", str(src)])
+    assert res.returncode == 4 and "failed: 0/0 rubric verdicts" in res.stdout, res.stdout + res.stderr
