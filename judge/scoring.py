@@ -19,6 +19,7 @@ denominator - it is never counted as "not met". With no null verdict the result 
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -36,14 +37,32 @@ def example_score(points: Sequence[float], met: Sequence[bool | None]) -> float 
     Returns sum(points_i for met_i True) / sum(points_i > 0 for met_i not None), or None when that denominator
     is 0 (only negative items, or every positive item has a null verdict). Raises ValueError on length mismatch.
     Example: points (7, 5, 10, -6), met (T, F, T, T) -> (7 + 10 - 6) / 22 = 0.5.
+    Any finite points are valid (no upper limit): the sums are scaled so that they never overflow, and a score
+    below the float range (negative points over ~1e308 times the positive ones) is ``-sys.float_info.max``.
     """
     if len(points) != len(met):
         raise ValueError(f"{len(points)} points but {len(met)} verdicts")
-    possible = sum(float(p) for p, m in zip(points, met) if m is not None and p > 0)
-    if possible == 0:
+    # Each sum is taken over its terms / 2^e (exact) with 2^e above its largest |term|, by math.fsum, and the ratio
+    # is rescaled at the end: points like 1e308 + 1e308 do not overflow to inf (the score was 0.0, or
+    # inf / inf = NaN), and tiny positive points next to huge negative ones do not vanish.
+    pos = [float(p) for p, m in zip(points, met) if m is not None and p > 0]
+    if not pos:
         return None
-    achieved = sum(float(p) for p, m in zip(points, met) if m is True)
-    return achieved / possible
+    achieved, e_a = _scaled_sum([float(p) for p, m in zip(points, met) if m is True])
+    possible, e_p = _scaled_sum(pos)
+    try:
+        return math.ldexp(achieved / possible, e_a - e_p) + 0.0  # + 0.0: never -0.0 (an underflowed tiny loss)
+    except OverflowError:
+        # achieved <= possible, so only a negative score can leave the float range (met negative points over
+        # ~1e308 times the positive ones): the most negative float, which a clipped mean counts as 0 like the
+        # exact value (JSON has no -inf)
+        return -sys.float_info.max
+
+
+def _scaled_sum(values: list[float]) -> tuple[float, int]:
+    """``(t, e)`` with ``sum(values) = t * 2^e`` and |t| <= len(values): fsum of values / 2^e, e from the largest."""
+    e = math.frexp(max((abs(v) for v in values), default=0.0))[1]
+    return math.fsum(math.ldexp(v, -e) for v in values), e
 
 
 def reward_channels(points: Sequence[float], met: Sequence[bool | None]) -> dict[str, float | None]:

@@ -152,13 +152,21 @@ def up(host: str = typer.Option(None, help="Bind address of every service; defau
     console.print("stopped")
 
 
+def _positive_seconds(option: str, value: float) -> float:
+    """A finite number of seconds > 0 (click's ``min=`` lets NaN through: every comparison with it is false)."""
+    if not (0 < value < float("inf")):
+        raise typer.BadParameter(f"must be a finite number of seconds > 0, got {value}", param_hint=option)
+    return value
+
+
 @app.command()
 def score(input: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL records with `completion`."),
           output: Path = typer.Option(..., "-o", "--output", help="Where to write one scored line per input."),
           gateway: str = typer.Option(None, help="Gateway base URL; default RVPO_GATEWAY_URL (http://127.0.0.1:8000)."),
           answers: Path = typer.Option(None, help="BFCL possible-answer JSONL to join by id."),
           batch_size: int = typer.Option(64, min=1, help="Items per scoring job."),
-          job_timeout: float = typer.Option(600.0, help="Seconds to wait for each job."),
+          job_timeout: float = typer.Option(600.0, help="Seconds to wait for each job (> 0).",
+                                            callback=lambda v: _positive_seconds("--job-timeout", v)),
           keep_going: bool = typer.Option(False, help="Score every batch even when a source scored nothing.")) -> None:
     """Score HealthBench- or BFCL-format records through the gateway. Exit code 0 when every reward channel was
     scored, 3 when some are null (the reasons are counted), 4 when none was."""
@@ -186,10 +194,10 @@ def eval_(suite: Suite, scored: Path = typer.Argument(..., exists=True, dir_okay
                                        "instead of the tables).")) -> None:
     """Summarize a scored file: HealthBench score (clipped mean, bootstrap std, per axis / theme) or BFCL accuracy.
     Exit code 0 when every verdict is there, 3 when some are missing (the reasons are counted), 4 when none is."""
-    from rvpo.evaluation import bfcl_summary, healthbench_summary, print_summary, summary_outcome
-    from rvpo.records import json_safe, read_jsonl
+    from rvpo.evaluation import bfcl_summary, healthbench_summary, print_summary, read_scored, summary_outcome
+    from rvpo.records import json_safe
 
-    rows = list(read_jsonl(scored))
+    rows = read_scored(scored, suite.value)
     summary = healthbench_summary(rows) if suite is Suite.healthbench else bfcl_summary(rows)
     status, line = summary_outcome(suite.value, summary)
     text = json.dumps(json_safe({"status": status, "variants": summary}), indent=2, allow_nan=False)

@@ -1,7 +1,8 @@
 """What a failed `rvpo` command prints: one or two lines saying what went wrong and what fixes it.
 
 Exit codes of every command (README, "The command line"): 0 = done, everything scored; 1 = error (nothing or
-not everything could run: the message says why); 2 = wrong usage (click); 3 = finished with some rewards unscored;
+not everything could run: the message says why); 2 = wrong usage (click), or an input file that is not of
+its format at all (a JSONL that is not UTF-8 or not JSON, a config that is not YAML), named with its line; 3 = finished with some rewards unscored;
 4 = finished with nothing scored. A full traceback is shown only with ``rvpo --debug ...``.
 """
 
@@ -84,7 +85,7 @@ def describe(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, TimeoutError):
         return str(exc), "raise the timeout (`--job-timeout`) or RVPO_JOB_DEADLINE_S, or add workers"
     text = str(exc).strip() or type(exc).__name__
-    if type(exc).__name__ in {"RecordError", "TrainConfigError", "StackError", "ValueError", "TrainingStopped"}:
+    if type(exc).__name__ in {"RecordError", "InputFileError", "TrainConfigError", "StackError", "ValueError", "TrainingStopped"}:
         return text, ""
     return f"{type(exc).__name__}: {text}", "this looks like a bug: run again with `rvpo --debug ...` and report " \
         "the traceback"

@@ -19,7 +19,75 @@ from rich.table import Table
 from contracts.channels import rubric_channel
 from contracts.results import NOT_APPLICABLE, reason_kind
 from judge.scoring import healthbench_report
-from rvpo.records import RecordError, record_kind
+from rvpo.records import InputFileError, RecordError, numbered_jsonl, record_kind
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def read_scored(path: str, suite: str) -> list[dict[str, Any]]:
+    """The rows of a scored JSONL file (what ``rvpo score`` writes), checked where `rvpo eval` reads them.
+
+    Rows of the other suite are kept (the summaries skip them). A field of the wrong type is an InputFileError
+    naming the line and the field (exit code 2) instead of a traceback or a silently wrong summary: ``rubrics``
+    a list of objects with numeric ``points``; ``result`` an object or null; ``result.channels`` an object of
+    numbers / nulls; ``rubric_results[].criteria_met`` and ``bfcl.valid`` true / false / null. A NaN or +-inf
+    channel value (JSON ``NaN``, never written by ``rvpo score``) is a missing value - null with the reason
+    ``not_finite`` - never a met criterion.
+    """
+    rows = []
+    for lineno, row in numbered_jsonl(path):
+        where = f"{path}:{lineno}"
+        try:
+            kind = record_kind(row)
+        except RecordError as exc:
+            raise InputFileError(f"{where}: {exc}") from None
+        if kind == "healthbench":
+            rubrics = row["rubrics"]
+            if not isinstance(rubrics, list) or not all(isinstance(r, dict) for r in rubrics):
+                raise InputFileError(f"{where}: `rubrics` must be a list of objects")
+            for j, r in enumerate(rubrics):
+                if not (_is_number(r.get("points")) and math.isfinite(r["points"])):
+                    raise InputFileError(f"{where}: rubrics[{j}].points must be a finite number, got "
+                                         f"{r.get('points')!r}")
+                if not isinstance(r.get("tags", []), list):
+                    raise InputFileError(f"{where}: rubrics[{j}].tags must be a list")
+        result = row.get("result")
+        if result is None:
+            rows.append(row)
+            continue
+        if not isinstance(result, dict):
+            raise InputFileError(f"{where}: `result` must be an object or null, got {type(result).__name__}")
+        channels = result.get("channels")
+        if channels is not None:
+            if not isinstance(channels, dict):
+                raise InputFileError(f"{where}: result.channels must be an object")
+            reasons = result.get("reasons")
+            if reasons is None:
+                reasons = result["reasons"] = {}
+            if not isinstance(reasons, dict):
+                raise InputFileError(f"{where}: result.reasons must be an object")
+            for name, value in channels.items():
+                if value is not None and not _is_number(value):
+                    raise InputFileError(f"{where}: result.channels[{name!r}] must be a number or null, got "
+                                         f"{value!r}")
+                if value is not None and not math.isfinite(value):
+                    channels[name] = None
+                    reasons.setdefault(name, f"not_finite: {value!r} in the scored file")
+        details = result.get("rubric_results")
+        if details is not None:
+            if not isinstance(details, list) or not all(isinstance(d, dict) for d in details):
+                raise InputFileError(f"{where}: result.rubric_results must be a list of objects")
+            for j, d in enumerate(details):
+                if d.get("criteria_met") not in (True, False, None):
+                    raise InputFileError(f"{where}: result.rubric_results[{j}].criteria_met must be true, false "
+                                         f"or null, got {d.get('criteria_met')!r}")
+        verdict = result.get("bfcl")
+        if verdict is not None and (not isinstance(verdict, dict) or verdict.get("valid") not in (True, False, None)):
+            raise InputFileError(f"{where}: result.bfcl.valid must be true, false or null")
+        rows.append(row)
+    return rows
 
 
 def _by_variant(rows: list[dict]) -> dict[str, list[dict]]:
@@ -142,6 +210,8 @@ def summary_outcome(suite: str, summary: dict[str, Any]) -> tuple[str, str]:
         what = "BFCL verdicts"
         for s in summary.values():
             reasons.update(s["unscored_reasons"])
+    if total == 0:  # HealthBench rows with `rubrics: []`: no score at all (n/a), not "done" with exit 0
+        return "failed", f"failed: 0/0 {what} — the rows have no rubric criteria to score"
     status = "done" if missing == 0 else ("failed" if missing >= total else "partial")
     line = f"{status}: {total - missing}/{total} {what}"
     if missing:

@@ -19,18 +19,30 @@ class RecordError(ValueError):
     """A record has neither the HealthBench nor the BFCL shape; the message names the line and the field."""
 
 
+class InputFileError(RecordError):
+    """The input file is not JSON Lines at all (not UTF-8 text, a line that is not JSON or not an object): the
+    message names the file and the line; the command exits with code 2 (wrong usage: not a file of this format)."""
+
+    exit_code = 2
+
+
 def numbered_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, dict) for every non-empty line of a JSON Lines file. Raises RecordError naming the bad
-    line (not JSON, or not an object)."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    """Yield (line number, dict) for every non-empty line of a JSON Lines file (UTF-8, a leading BOM allowed).
+    Raises InputFileError naming the bad line (not UTF-8, not JSON, or not an object)."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputFileError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                                     f"{exc.start + 1}); save the file as UTF-8") from None
             if line.strip():
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise RecordError(f"{path}:{lineno}: not JSON ({exc})") from exc
+                    raise InputFileError(f"{path}:{lineno}: not JSON ({exc})") from None
                 if not isinstance(record, dict):
-                    raise RecordError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+                    raise InputFileError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
                 yield lineno, record
 
 
@@ -62,16 +74,26 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
-def join_answers(questions: Iterable[dict], answers: Iterable[dict]) -> list[dict]:
+def join_answers(questions: Iterable[dict], answers: Iterable[dict], *, question_labels: list[str] | None = None,
+                 answer_labels: list[str] | None = None) -> list[dict]:
     """Attach each BFCL possible answer (``ground_truth``) to its question by ``id``.
 
-    Raises RecordError when a question has no answer.
+    Raises RecordError when a question has no answer, or a question / answer has no ``id`` (an answer no
+    ``ground_truth``), naming it by its label (``file:line``, default ``question i`` / ``answer i``).
     """
-    by_id = {a["id"]: a["ground_truth"] for a in answers}
+    by_id = {}
+    for i, a in enumerate(answers):
+        label = answer_labels[i] if answer_labels else f"answer {i}"
+        if "id" not in a or "ground_truth" not in a:
+            raise RecordError(f"{label}: a possible answer needs `id` and `ground_truth`, got keys {sorted(a)}")
+        by_id[a["id"]] = a["ground_truth"]
     out = []
-    for q in questions:
+    for i, q in enumerate(questions):
+        label = question_labels[i] if question_labels else f"question {i}"
+        if "id" not in q:
+            raise RecordError(f"{label}: missing `id` (needed to join the possible answers)")
         if q["id"] not in by_id:
-            raise RecordError(f"BFCL question {q['id']!r} has no possible answer")
+            raise RecordError(f"{label}: BFCL question {q['id']!r} has no possible answer")
         out.append({**q, "ground_truth": by_id[q["id"]]})
     return out
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from contracts.results import NOT_APPLICABLE, reason_kind
 from rvpo.errors import EXIT_NONE, EXIT_PARTIAL, CLIError, field_path, rejected_fields
-from rvpo.records import RecordError, join_answers, numbered_jsonl, read_jsonl, to_item, write_jsonl
+from rvpo.records import RecordError, join_answers, numbered_jsonl, to_item, write_jsonl
 from services.gateway.client import GatewayClient, GatewayError
 
 #: What to change when a source scored nothing, by the kind of its reasons.
@@ -146,11 +146,13 @@ def load_records(input_path: Path, answers: Path | None = None) -> tuple[list[di
     RecordError naming the line of the first record that is not JSON or cannot be scored (no ``completion``...)."""
     numbered = list(numbered_jsonl(input_path))
     records = [r for _, r in numbered]
+    labels = [f"{input_path}:{n}" for n, _ in numbered]
     if answers is not None:
-        records = join_answers(records, read_jsonl(answers))
+        numbered_answers = list(numbered_jsonl(answers))
+        records = join_answers(records, [a for _, a in numbered_answers], question_labels=labels,
+                               answer_labels=[f"{answers}:{n}" for n, _ in numbered_answers])
     if not records:
         raise RecordError(f"{input_path}: no records (an empty file)")
-    labels = [f"{input_path}:{n}" for n, _ in numbered]
     for i, (record, label) in enumerate(zip(records, labels)):
         to_item(record, i, label)  # a record that cannot be scored fails here, naming its line
     return records, labels

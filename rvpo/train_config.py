@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 
 class TrainConfigError(ValueError):
@@ -79,6 +79,12 @@ class TaskSection(_Strict):
     value_high: int = 99
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _value_range(self) -> "TaskSection":
+        if self.value_low > self.value_high:  # was `task.empty range for randrange() (10, 2, -8)` at build time
+            raise ValueError(f"value_low ({self.value_low}) must be <= value_high ({self.value_high})")
+        return self
+
 
 class RewardsSection(_Strict):
     source: Literal["gateway", "local"] = "gateway"
@@ -93,6 +99,8 @@ class RewardsSection(_Strict):
     def _known(cls, v):
         from contracts.channels import check_rule_channels
 
+        if v is not None and not v:  # [] used to train on the default channels, silently
+            raise ValueError("empty list: no reward channel to train on; omit `channels` for the task's seven")
         return None if v is None else check_rule_channels(v)
 
 
@@ -195,8 +203,25 @@ def parse_config(cfg: Any, source: str = "config") -> TrainFile:
 
 def load_config(path: str | Path) -> TrainFile:
     """Read and check a YAML config (see :func:`parse_config`). Raises TrainConfigError."""
+    data = Path(path).read_bytes()
     try:
-        cfg = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise TrainConfigError(f"{path}: not valid YAML ({exc})") from None
+        cfg = yaml.safe_load(data.decode("utf-8-sig")) or {}
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise _file_error(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {col}); save the "
+                          "config as UTF-8") from None
+    except yaml.YAMLError as exc:  # one line: file:line:column and the problem, not PyYAML's multi-line text
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        ctx = getattr(exc, "context", None)
+        raise _file_error(f"{where}: not valid YAML ({what}{', ' + ' '.join(ctx.split()) if ctx else ''})") from None
     return parse_config(cfg, str(path))
+
+
+def _file_error(message: str) -> TrainConfigError:
+    """A TrainConfigError for a config that is not a YAML file at all: exit code 2 (wrong usage)."""
+    err = TrainConfigError(message)
+    err.exit_code = 2
+    return err

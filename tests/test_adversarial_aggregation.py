@@ -134,3 +134,26 @@ def test_softmin_matches_the_formula(dtype, k):
     z = [[1.3, -0.4, 0.2], [2.0, 2.0, -3.0], [0.0, 0.0, 0.0]]
     got = softmin(torch.tensor(z, dtype=dtype), k).tolist()
     assert got == pytest.approx([_softmin_ref(row, k) for row in z], rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1e39, 1e300])
+def test_variance_penalty_huge_k_is_the_whitened_minus_variance(dtype, k):
+    """beta = k/2 beyond the dtype's range made beta * var = inf, S = -inf and every advantage 0. The whitening
+    is scale-free, so as beta -> inf the advantages go to whiten(-var_j Z): computed here by hand (Bessel
+    z-scores with eps = 1e-4, population variance over the two channels, batch whitening with eps negligible)."""
+    groups = [[[0.0, 0.0], [1.0, 2.0], [2.0, 1.0]], [[0.0, 3.0], [1.0, 1.0], [5.0, 0.0]]]
+    z_rows = [[0.0, 0.0] for _ in range(6)]
+    for g, rows in enumerate(groups):
+        for c in range(2):
+            col = [row[c] for row in rows]
+            m = sum(col) / 3
+            sd = math.sqrt(sum((x - m) ** 2 for x in col) / 2)
+            for i, x in enumerate(col):
+                z_rows[3 * g + i][c] = (x - m) / (sd + 1e-4)
+    s = [-((a - b) / 2) ** 2 for a, b in z_rows]  # -var of two values: -((a - b) / 2)^2
+    m = sum(s) / 6
+    sd = math.sqrt(sum((x - m) ** 2 for x in s) / 5)
+    r = torch.tensor([row for rows in groups for row in rows], dtype=dtype)
+    got = compute_advantages(r, 3, "variance_penalty", risk=k)
+    assert got.tolist() == pytest.approx([(x - m) / sd for x in s], abs=1e-5)

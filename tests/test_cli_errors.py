@@ -10,6 +10,7 @@ per rubric criterion; the fake LLM answers a criterion marked ``[[fake:400]]`` w
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -176,3 +177,118 @@ def test_services_that_need_redis_say_so_before_starting(command):
     assert res.returncode == 1
     text = " ".join(no_traceback(res))
     assert f"none answers at {dead}" in text and "RVPO_REDIS_URL" in text and "rvpo up" in text
+
+
+# --- input files that are not of their format at all: one line naming the file and line, exit code 2 --------
+
+def test_jsonl_that_is_not_utf8_names_its_line(tmp_path):
+    """A latin-1 byte (0xe9, 'é') on line 3: it was `UnicodeDecodeError ... this looks like a bug`, exit 1."""
+    src = tmp_path / "latin1.jsonl"
+    good = json.dumps({"prompt_id": "p", "prompt": "hi", "completion": "x",
+                       "rubrics": [{"criterion": "a", "points": 5, "tags": []}]}).encode()
+    src.write_bytes(good + b'\n\n{"prompt": "caf\xe9"}\n')
+    for args in (["score", str(src), "-o", str(tmp_path / "out.jsonl")], ["eval", "healthbench", str(src)]):
+        res = run(args, {"RVPO_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})
+        lines = no_traceback(res)
+        assert res.returncode == 2, res.stderr
+        assert len(lines) == 1 and f"{src}:3: not UTF-8 text (byte 0xe9 at column 16)" in lines[0]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_jsonl_with_a_utf8_bom_is_read():
+    """A BOM (Windows editors) is not a JSON error: the file is read, the first record checked as usual."""
+    from rvpo.records import numbered_jsonl
+    import tempfile
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as fh:
+        fh.write(b'\xef\xbb\xbf{"id": "x", "completion": "hi"}\n')
+    assert list(numbered_jsonl(fh.name)) == [(1, {"id": "x", "completion": "hi"})]
+    os.unlink(fh.name)
+
+
+@pytest.mark.parametrize("body, where, what", [
+    (b"model: tiny\ntrl: [1, 2\n  x: : y\n", ":3:4: not valid YAML", "expected ',' or ']', but got ':'"),
+    (b"model: tiny\n\tlr: 2\n", ":2:1: not valid YAML", "found character '\\t' that cannot start any token"),
+    (b"model: tiny\nname: \"r\xe9sum\xe9\"\n", ":2: not UTF-8 text (byte 0xe9 at column 9)", "UTF-8"),
+])
+def test_malformed_yaml_config_is_one_line_naming_file_and_line(tmp_path, body, where, what):
+    """PyYAML's message is five lines (`in "<unicode string>", line 2 ...` with a caret), and a non-UTF-8 config
+    was `UnicodeDecodeError ... this looks like a bug`; both exited 1."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_bytes(body)
+    res = run(["train", str(cfg)])
+    lines = no_traceback(res)
+    assert res.returncode == 2, res.stderr
+    assert len(lines) == 1 and f"{cfg}{where}" in lines[0] and what in lines[0], lines
+
+
+HB_ROW = {"prompt_id": "p", "prompt": "hi", "completion": "x",
+          "rubrics": [{"criterion": "a", "points": 5, "tags": []}, {"criterion": "b", "points": 5, "tags": []}]}
+
+
+def test_eval_reads_a_nan_channel_as_a_null_verdict_not_as_met(tmp_path):
+    """`rubric/00: NaN` (JSON NaN, from another tool) was read as met (NaN != 0): score 5/10 = 0.5, all verdicts
+    there, exit 0. NaN means unscored: the verdict is null, the score 0/5 = 0 (by hand), exit 3 (partial)."""
+    src = tmp_path / "scored.jsonl"
+    src.write_text(json.dumps(dict(HB_ROW, result={"channels": {"rubric/00": math.nan, "rubric/01": 0.0}})) + "\n")
+    res = run(["eval", "healthbench", str(src), "--json", "-"])
+    assert res.returncode == 3, res.stderr
+    body = json.loads(res.stdout[res.stdout.index("{"):res.stdout.rindex("}") + 1])
+    s = body["variants"]["all"]
+    assert s["score"] == 0.0 and s["null_verdicts"] == 1 and s["verdicts"] == 2
+    assert s["null_reasons"] == {"not_finite": 1}
+
+
+@pytest.mark.parametrize("suite, row, field", [
+    ("healthbench", dict(HB_ROW, result=[1, 2]), "`result` must be an object or null"),
+    ("healthbench", dict(HB_ROW, rubrics="abc"), "`rubrics` must be a list of objects"),
+    ("healthbench", dict(HB_ROW, rubrics=[{"criterion": "a", "points": "five"}]), "rubrics[0].points"),
+    ("healthbench", dict(HB_ROW, result={"channels": {"rubric/00": "yes"}}), "result.channels['rubric/00']"),
+    ("bfcl", {"id": "simple_0", "function": [], "result": {"bfcl": {"valid": "no"}}}, "result.bfcl.valid"),
+    ("bfcl", {"id": "simple_0", "function": [], "result": "oops"}, "`result` must be an object or null"),
+])
+def test_eval_of_a_malformed_scored_row_names_line_and_field(tmp_path, suite, row, field):
+    """These were an AttributeError / TypeError 'bug' message, or silently counted ('yes' as met, valid 'no' as
+    valid)."""
+    src = tmp_path / "scored.jsonl"
+    src.write_text("\n" + json.dumps(row) + "\n")
+    res = run(["eval", suite, str(src)])
+    lines = no_traceback(res)
+    assert res.returncode == 2, res.stderr
+    assert len(lines) == 1 and f"{src}:2: " in lines[0] and field in lines[0], lines
+
+
+@pytest.mark.parametrize("question, answer, where", [
+    ({"id": "q1"}, {"ground_truth": [{"f": {}}]}, "answers.jsonl:2: a possible answer needs `id` and `ground_truth`"),
+    ({"id": "q1"}, {"id": "q1"}, "answers.jsonl:2: a possible answer needs `id` and `ground_truth`"),
+    ({}, {"id": "q1", "ground_truth": [{"f": {}}]}, "questions.jsonl:2: missing `id`"),
+    ({"id": "q2"}, {"id": "q1", "ground_truth": [{"f": {}}]}, "questions.jsonl:2: BFCL question 'q2' has no possible"),
+])
+def test_score_answers_join_names_the_line(tmp_path, question, answer, where):
+    """`rvpo score --answers`: an answer or question without `id` (or an answer without `ground_truth`) was
+    `KeyError: 'id'` with 'this looks like a bug'."""
+    q = {"question": [[{"role": "user", "content": "hi"}]], "completion": "[f()]",
+         "function": [{"name": "f", "parameters": {"type": "dict", "properties": {}}}], **question}
+    (tmp_path / "questions.jsonl").write_text("\n" + json.dumps(q) + "\n")
+    (tmp_path / "answers.jsonl").write_text("\n" + json.dumps(answer) + "\n")
+    res = run(["score", str(tmp_path / "questions.jsonl"), "--answers", str(tmp_path / "answers.jsonl"), "-o",
+               str(tmp_path / "out.jsonl")], {"RVPO_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})
+    lines = no_traceback(res)
+    assert res.returncode == 1 and len(lines) == 1 and where in lines[0], res.stderr
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "nan", "inf"])
+def test_score_job_timeout_must_be_positive_seconds(tmp_path, value):
+    """`--job-timeout -5` submitted the first job and then failed with `job ... still queued after -5 s`; a bad
+    value is a usage error (exit 2) before the gateway is even asked (here it is not running: that was exit 1)."""
+    res = run(["score", str(EXAMPLES / "bfcl.jsonl"), "-o", str(tmp_path / "out.jsonl"), "--job-timeout", value],
+              {"RVPO_GATEWAY_URL": f"http://127.0.0.1:{free_port()}"})
+    assert res.returncode == 2 and "--job-timeout" in res.stderr and "finite number of seconds > 0" in res.stderr
+
+
+def test_eval_of_rows_without_rubric_criteria_is_not_done(tmp_path):
+    """`rubrics: []` rows: the score is n/a and there is no verdict; that was `done: 0/0`, exit 0 (everything
+    scored). Nothing was scored: exit 4."""
+    src = tmp_path / "scored.jsonl"
+    src.write_text(json.dumps(dict(HB_ROW, rubrics=[], result={"channels": {}})) + "\n")
+    res = run(["eval", "healthbench", str(src)])
+    assert res.returncode == 4 and "failed: 0/0 rubric verdicts" in res.stdout, res.stdout + res.stderr

@@ -9,6 +9,7 @@ the fake LLM answers a criterion carrying ``[[fake:400]]`` with HTTP 400, which 
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -121,6 +122,30 @@ def test_idempotency_key_replays_the_same_body_and_refuses_another(stack):
     a = httpx.post(gw, json={"items": [SCORED]}, timeout=30).json()["job_id"]
     b = httpx.post(gw, json={"items": [SCORED]}, timeout=30).json()["job_id"]
     assert len({a, b, first.json()["job_id"]}) == 3
+
+
+def test_idempotency_key_compares_the_request_not_its_bytes(stack):
+    """The same items and deadline as other JSON bytes (key order, whitespace, 5 for the float 5.0, an explicit
+    default and null) are the same request: the same job, not a 409 (the digest was of the raw body). Another
+    deadline or another completion is another request: 409."""
+    gw = stack.urls["gateway"] + "/v1/score"
+    key = {"Idempotency-Key": "canon-0001", "Content-Type": "application/json"}
+    item = hb("c", "Advises rest")
+    compact = json.dumps({"items": [item]}, separators=(",", ":"))
+    reordered = {"items": [{"rubrics": [{"points": 5.0, "criterion": "Advises rest", "tags": []}],
+                            "completion": COMPLETION, "group_id": None, "mode": "auto", "prompt": PROMPT,
+                            "id": "c"}]}
+    spaced = json.dumps(reordered, indent=3, sort_keys=False, ensure_ascii=True)
+    assert compact.encode() != spaced.encode()
+    first = httpx.post(gw, content=compact, headers=key, params={"deadline_s": 30}, timeout=30)
+    assert first.status_code in (200, 202), first.text
+    again = httpx.post(gw, content=spaced, headers=key, params={"deadline_s": 30.0}, timeout=30)
+    assert again.status_code in (200, 202), again.text
+    assert again.json()["job_id"] == first.json()["job_id"] and again.headers["Idempotent-Replayed"] == "true"
+    for params, body in (({"deadline_s": 20}, compact),
+                         ({"deadline_s": 30}, compact.replace(COMPLETION, "Take ibuprofen."))):
+        other = httpx.post(gw, content=body, headers=key, params=params, timeout=30)
+        assert other.status_code == 409 and first.json()["job_id"] in other.json()["detail"], other.text
 
 
 def score(stack, items: list[dict]) -> dict:

@@ -110,3 +110,27 @@ def test_aggregate_and_report():
     assert rep["axes"]["completeness"]["mean"] == 0.0
     assert set(rep["themes"]) == {"hedging", "global_health"}
     assert rep["themes"]["hedging"]["mean"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("points, met, score", [
+    ([1e308, 1e308], [True, False], 0.5),           # possible = 2e308 overflowed to inf: the score was 0.0
+    ([1e308, 1e308], [True, True], 1.0),            # inf / inf = NaN
+    ([1e308, 1e308, -1e308], [True, True, True], 0.5),   # (1e308 + 1e308 - 1e308) / 2e308
+    ([1.7e308, 1.7e308, 1.7e308], [True, False, None], 0.5),
+    ([1e16, 1.0, -1e16], [True, True, True], 1 / (1e16 + 1)),  # cancelling points (plain float sum: 0)
+    ([5e-324, 5e-324], [True, False], 0.5),          # subnormal points
+])
+def test_example_score_does_not_overflow_or_cancel(points, met, score):
+    """Any finite points are valid rubric points; the score is the exact ratio of the two sums (by hand)."""
+    assert example_score(points, met) == pytest.approx(score, rel=1e-12)
+    overall = example_metrics([{"points": p, "tags": ["axis:a"]} for p in points], met)
+    assert overall == pytest.approx({"overall_score": score, "axis:a": score}, rel=1e-12)
+
+
+def test_example_score_below_the_float_range_is_the_most_negative_float():
+    """A met -1e300 next to a +1e-300 item: -1e600 has no float; the score is -max (clipped means count it as 0
+    like the exact value), never -inf (not JSON) and never None (the 1e-300 item is a positive item)."""
+    import sys
+    assert example_score([1e-300, -1e300], [True, True]) == -sys.float_info.max
+    assert example_score([1e-300, -1e300], [False, False]) == 0.0
+    assert clipped_mean([example_score([1e-300, -1e300], [True, True]), 1.0]) == 0.0

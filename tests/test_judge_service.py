@@ -228,6 +228,9 @@ def test_healthbench_sample_end_to_end_then_cache(fake, judge_a, cache_prefix):
     ([("a [[fake:false]]", 5), ("b [[fake:true]]", -10)], -2.0, [0.0, -10.0]),
     ([("a [[fake:true]]", 10), ("b [[fake:true]]", -9)], 0.1, [10.0, -9.0]),
     ([("a [[fake:true]]", -3), ("b [[fake:false]]", -5)], None, [-3.0, 0.0]),
+    # points near the float max: the positive sum 2e308 overflowed (score 0.0, or NaN for inf / inf)
+    ([("a [[fake:true]]", 1e308), ("b [[fake:false]]", 1e308)], 0.5, [1e308, 0.0]),
+    ([("a [[fake:true]]", 1e308), ("b [[fake:true]]", 1e308)], 1.0, [1e308, 1e308]),
 ])
 def test_hand_computed_scores_through_the_service(judge_a, criteria, score, channels):
     tag = new_tag()  # fresh criteria: no cache hit from another run

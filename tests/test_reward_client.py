@@ -162,3 +162,29 @@ def test_rvpo_trainer_two_steps_with_rewards_from_the_gateway(stack, tiny_model_
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(loss == loss for loss in losses)
     client.close()
+
+
+def test_rewards_beyond_float32_are_nan_with_a_reason():
+    """Rubric points of 1e308 are valid at the gateway, but TRL stores rewards as float32: 1e308 became inf and
+    `compute_advantages` raised `rewards: contains +-inf` mid-run. Such a value is now None (NaN) with the reason
+    `out_of_range`; the float32 max itself (3.4028234663852886e38) still fits and is kept."""
+    import torch
+
+    assert torch.isinf(torch.tensor([1e308], dtype=torch.float32)).all()  # what TRL would have made of it
+
+    class StubGateway:
+        requests = 0
+
+        def submit(self, items):
+            return {"job_id": "j"}
+
+        def rewards(self, job_id, *a, **kw):
+            return {"status": "done", "channel_names": ["rubric/00", "rubric/01", "rubric/02"],
+                    "rewards": [[1e308, 3.4028234663852886e38, -5.0]], "reasons": [[None, None, None]]}
+
+    client = RemoteRewardClient("http://127.0.0.1:1", rubric_slots=3, rule_channels=[])
+    client.gateway = StubGateway()
+    rubrics = [{"criterion": c, "points": p} for c, p in (("a", 1e308), ("b", 3.4e38), ("c", -5))]
+    batch = client.score([[{"role": "user", "content": "hi"}]], ["hello"], rubrics=[json.dumps(rubrics)])
+    assert batch.rewards == [[None, 3.4028234663852886e38, -5.0]]
+    assert batch.reasons[0][0].startswith("out_of_range: 1e+308") and batch.reasons[0][1:] == [None, None]

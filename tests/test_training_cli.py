@@ -57,6 +57,10 @@ def test_rvpo_train_writes_log_and_reward_curves(tmp_path):
     (("max_steps: 2", "max_steps: two"), "trl.max_steps: Input should be a valid integer"),
     (("n_functions: 2", "n_functions: 2, dataset: rvpo/data/healthbench_sample.jsonl"), "canary"),
     (("n_functions: 2", "n_functions: 2, dataset: my.jsonl"), "task.dataset: `rvpo train` trains on its built-in"),
+    # `channels: []` trained on the task's seven default channels, silently
+    (("{source: local}", "{source: local, channels: []}"), "rewards.channels: Value error, empty list"),
+    # was `task.empty range for randrange() (10, 2, -8)`
+    (("n_functions: 2", "n_functions: 2, value_low: 10, value_high: 1"), "value_low (10) must be <= value_high (1)"),
 ])
 def test_config_mistakes_are_named_before_the_warm_start(tmp_path, yaml_fix, message):
     cfg = tmp_path / "train.yaml"

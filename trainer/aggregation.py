@@ -111,7 +111,15 @@ def compute_advantages(
     elif method == "variance_penalty":
         if beta is not None and not beta >= 0:
             raise ValueError(f"beta: must be >= 0, got {beta}")
-        s = variance_penalty(z, risk / 2 if beta is None else beta, w)
+        b = risk / 2 if beta is None else beta
+        if whiten and b > 1:
+            # The whitening is scale-free: whiten(S, eps) = whiten(S p, eps p) with p = 2^-e <= 1/b (exact), and
+            # S p = mean p - (b p) var stays finite where b var overflows (k beyond ~1e38 in float32: S = -inf,
+            # and every advantage became 0)
+            p2 = _pow2_down(torch.tensor(b, dtype=torch.float64)).item()
+            mean, var = _weighted_mean_var(z, w)
+            return _whiten(mean * p2 - (b * p2) * var, eps * p2)
+        s = variance_penalty(z, b, w)
     else:
         s = _nanmin(_drop_zero_weight(z, w))
         s = s.masked_fill(torch.isinf(s), float("nan"))
@@ -237,12 +245,18 @@ def variance_penalty(z: torch.Tensor, beta: float, weights: torch.Tensor | None 
 
     With `beta = k/2` this is the second-order Taylor expansion of `softmin` (RVPO, arXiv 2605.05750).
     """
+    mean, var = _weighted_mean_var(z, weights)
+    return mean - beta * var
+
+
+def _weighted_mean_var(z: torch.Tensor, weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise `mean_w~(z)` and population `var_w~(z)` `[N]` over the non-NaN entries (NaN for empty rows)."""
     w = _weights_like(z, weights)
     z = _drop_zero_weight(z, w)
     wsum = (~torch.isnan(z)).to(z.dtype) @ w
     mean = weighted_mean(z, w)
     var = ((z - mean.unsqueeze(1)).nan_to_num(0.0).square() @ w) / wsum
-    return mean - beta * var
+    return mean, var
 
 
 def _weights_like(z: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:

@@ -10,7 +10,8 @@ Each dataset row supplies (TRL passes every dataset column as a list kwarg, one 
 ``rubrics`` (HealthBench criteria, graded by the judge), ``tools`` (+ ``ground_truth``, ``mode``, ``format``,
 ``options``; checked by the rules service). Columns may hold JSON strings (Arrow-friendly) or objects.
 Slot j of ``rubric/jj`` is the j-th rubric criterion of that row's prompt (docs/contracts.md). Anything that
-cannot be scored (no such criterion, no tools, a service failure, the job deadline) is ``None`` (NaN), never 0,
+cannot be scored (no such criterion, no tools, a service failure, the job deadline, a value beyond float32 - TRL's
+reward dtype - with reason ``out_of_range``) is ``None`` (NaN), never 0,
 so the aggregator leaves it out.
 """
 
@@ -36,6 +37,10 @@ from trainer.rewards import completion_payload
 log = logging.getLogger(__name__)
 
 ROW_COLUMNS = ("rubrics", "tools", "ground_truth", "mode", "format", "options")
+
+
+#: The largest finite float32: TRL's reward tensor dtype.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class RewardClientError(GatewayError):
@@ -202,7 +207,12 @@ class RemoteRewardClient:
             for kk, name in enumerate(self.channel_names):
                 j = col.get(name)
                 v = values[j] if j is not None else None
-                if v is not None and math.isfinite(v):
+                if v is not None and math.isfinite(v) and abs(v) > FLOAT32_MAX:
+                    # TRL holds rewards in a float32 tensor: 1e308 (rubric points the gateway accepts) became
+                    # inf there and compute_advantages stopped the run; it is an unscorable value instead
+                    reasons[row_i][kk] = (f"out_of_range: {v!r} does not fit TRL's float32 reward tensor "
+                                          f"(|reward| <= {FLOAT32_MAX:.4g}; scale the rubric points down)")
+                elif v is not None and math.isfinite(v):
                     rewards[row_i][kk], reasons[row_i][kk] = float(v), None
                 else:
                     reasons[row_i][kk] = (why[j] if j is not None else None) or f"absent: no {name} in the job"

@@ -7,7 +7,7 @@ A job = its items, its deadline and one result record per (item, source) (contra
     P:job:<id>:items     hash    <index> -> item JSON (what the worker sends to the judge / rules service)
     P:job:<id>:res       hash    <index>:<source> -> result record JSON, written with HSETNX (first write wins)
     P:job:<id>:attempts  hash    <index>:<source> -> number of times a worker started that task
-    P:idem:<sha256(key)> string  <sha256(body)>:<job id> for a submission's ``Idempotency-Key``
+    P:idem:<sha256(key)> string  <request_digest(items, deadline)>:<job id> for a submission's ``Idempotency-Key``
 
 Results are written once under deterministic fields, so a re-delivered task, a late task after the deadline and
 the gateway's own deadline fill-in can race freely: whichever HSETNX lands first is the answer, forever.
@@ -80,9 +80,14 @@ def make_plan(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "sources": item_sources(it)} for it in items]
 
 
-def body_digest(body: bytes) -> str:
-    """Digest of a submission's body: the same key with another body is a conflict."""
-    return hashlib.sha256(body).hexdigest()
+def request_digest(items: list[dict[str, Any]], deadline_s: float) -> str:
+    """Digest of what a submission asks for: its validated items (``ScoreItem.model_dump(exclude_none=True)``)
+    and the job's deadline. Canonical JSON (sorted keys, no whitespace), so the same request sent as other bytes
+    (key order, spacing, ``1`` for a float field's ``1.0``, an explicit default or null, an ignored extra key)
+    replays the same job; the same key with other items or another deadline is a conflict."""
+    canon = json.dumps({"items": items, "deadline_s": float(deadline_s)}, sort_keys=True, separators=(",", ":"),
+                       ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class IdempotencyConflict(Exception):

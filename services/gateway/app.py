@@ -5,9 +5,10 @@ Endpoints (bearer token when ``RVPO_API_TOKEN`` is set; probes and metrics never
 - ``POST /v1/score?wait=S`` (header ``Idempotency-Key``) — validate the items (contracts.gateway.ScoreItem:
   whatever a service would reject is a 422 naming the field), store the job in Redis
   (services/common/jobs.py), publish one task per item per source (services/gateway/publish.py); 202 with the
-  job (200 when it reached a final status within ``S`` seconds). The same key with the same body within the
+  job (200 when it reached a final status within ``S`` seconds). The same key with the same request within the
   job's TTL answers the same job again (header ``Idempotent-Replayed: true``), never a second one; the same key
-  with another body is a 409.
+  with other items or another deadline is a 409. "Same" compares the validated items and the deadline, not the
+  bytes: key order, whitespace or ``1`` for ``1.0`` in a float field do not make another request.
 - ``GET /v1/jobs/{job_id}?wait=S&detail=false`` — status and per-item reward vectors; 404 for an unknown job.
 - ``GET /v1/jobs/{job_id}/rewards?wait=S&rubric_slots=K&rules=false`` — the dense ``[N, K]`` matrix.
 - ``GET /livez``, ``GET /readyz`` (Redis reachable), ``GET /metrics``, ``/docs`` (OpenAPI).
@@ -26,14 +27,14 @@ from contextlib import asynccontextmanager
 
 import anyio
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Response
 from prometheus_client import Counter, Histogram
 
 from contracts.gateway import DenseRewards, JobView, ScoreRequest
 from contracts.results import FINAL_STATUSES
 from services.common.http import (ERROR_RESPONSES, RETRY_AFTER, install_common, redis_ready, require_token,
                                   too_many_items)
-from services.common.jobs import IdempotencyConflict, JobStore, body_digest
+from services.common.jobs import IdempotencyConflict, JobStore, request_digest
 from services.gateway.publish import Publisher
 from services.gateway.settings import GatewaySettings
 from services.gateway.views import dense, job_view
@@ -98,29 +99,31 @@ async def _load(job_id: str, wait: float) -> dict:
 
 @router.post("/score", response_model=JobView, status_code=202,
              responses={200: {"model": JobView, "description": "final within ?wait"},
-                        409: {"description": "Idempotency-Key already used with a different body"},
+                        409: {"description": "Idempotency-Key already used with other items or another deadline"},
                         413: ERROR_RESPONSES[413], 503: {"description": "the job could not be queued"}})
-async def score(req: ScoreRequest, request: Request, response: Response, wait: float = WaitQuery,
+async def score(req: ScoreRequest, response: Response, wait: float = WaitQuery,
                 detail: bool = False,
                 deadline_s: float | None = Query(None, gt=0, description="This job's deadline in seconds "
                                                  "(at most RVPO_JOB_DEADLINE_S, the default)."),
                 idempotency_key: str | None = Header(
                     None, min_length=1, max_length=256,
                     description="Makes a retried submission safe: the same key and body within the job TTL "
-                                "answer the same job; the same key with another body is a 409.")) -> dict:
+                                "answer the same job (compared as validated items + deadline, not bytes); the same key with "
+                                "other items or another deadline is a 409.")) -> dict:
     """Submit a batch; each item is scored by the judge (rubrics) and/or the rules service (tools)."""
     if len(req.items) > settings.gateway_max_items:
         raise too_many_items(len(req.items), settings.gateway_max_items)
     store: JobStore = app.state.store
     items = [it.model_dump(exclude_none=True) for it in req.items]
-    idempotency = None if idempotency_key is None else (idempotency_key, body_digest(await request.body()))
+    deadline = min(deadline_s or settings.job_deadline_s, settings.job_deadline_s)
+    # the validated items and the deadline, not the raw bytes: the same request re-serialised is the same job
+    idempotency = None if idempotency_key is None else (idempotency_key, request_digest(items, deadline))
     with ENQUEUE_S.time():
         try:
-            job, created = await store.create(uuid.uuid4().hex, items, min(deadline_s or settings.job_deadline_s,
-                                                                           settings.job_deadline_s), idempotency)
+            job, created = await store.create(uuid.uuid4().hex, items, deadline, idempotency)
         except IdempotencyConflict as exc:
-            raise HTTPException(409, detail=f"Idempotency-Key already used for job {exc.job_id} with a different "
-                                            "body; send a new key for a new batch") from exc
+            raise HTTPException(409, detail=f"Idempotency-Key already used for job {exc.job_id} with different "
+                                            "items or deadline; send a new key for a new batch") from exc
         if created:
             try:
                 await anyio.to_thread.run_sync(publisher.publish, job["job_id"], job["plan"])
