@@ -21,6 +21,10 @@ BACKEND_CALLS = Counter("rvpo_judge_backend_calls_total", "Backend calls by outc
 RETRIES = Counter("rvpo_judge_backend_retries_total", "Backend retries (408/429/5xx/transport/timeout).", ["reason"])
 PARSE_FAILURES = Counter("rvpo_judge_parse_failures_total", "Grader answers with no valid verdict.")
 VERDICTS = Counter("rvpo_judge_verdicts_total", "Verdicts returned, by value.", ["value"])
+# Why a verdict is null, by the reason's class (the part before ':' - judge_budget_exceeded, judge_timeout,
+# judge_parse_error, judge_transport_error, judge_http_error, ...): a rise of judge_budget_exceeded means the
+# callers' budgets (X-RVPO-Budget-S) are too short for the graders' latency.
+NULL_VERDICTS = Counter("rvpo_judge_null_verdicts_total", "Null verdicts returned, by reason class.", ["reason"])
 REQUEST_ITEMS = Counter("rvpo_judge_request_items_total", "Examples received on POST /v1/judge.")
 
 # --- per grader replica (judge/backends/routing.py); label = the replica's base URL without credentials ---------
@@ -37,3 +41,11 @@ ROUTING_DECISIONS = Counter(
     "Replica choices by kind: pinned (example already placed), ring (its hash point), spill (bounded loads sent it "
     "further), failover (its replica failed), round_robin, random, unkeyed, fallback (all cooling/excluded).",
     ["kind"])
+
+
+def reason_class(reason: str) -> str:
+    """The label of ``NULL_VERDICTS`` for a null verdict's reason: its code before the first ':'
+    (``"judge_budget_exceeded: not graded by ..."`` -> ``"judge_budget_exceeded"``). Codes are the judge's own
+    (``judge_*``); anything else is ``"other"``, so the label's values stay a small fixed set."""
+    code = reason.split(":", 1)[0].strip()
+    return code if code.startswith("judge_") and code.replace("_", "").isalnum() and len(code) <= 40 else "other"

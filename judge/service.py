@@ -172,6 +172,7 @@ class JudgeService:
             metrics.VERDICTS.labels({True: "met", False: "not_met", None: "null"}[o.criteria_met]).inc()
             if o.criteria_met is None:
                 reasons[rubric_channel(j)] = o.error or "judge_error: no verdict"
+                metrics.NULL_VERDICTS.labels(metrics.reason_class(reasons[rubric_channel(j)])).inc()
             rubric_results.append({
                 "criterion": r.criterion, "points": r.points, "tags": r.tags, "criteria_met": o.criteria_met,
                 "explanation": o.explanation, "error": o.error, "raw": o.raw,

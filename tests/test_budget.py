@@ -21,6 +21,7 @@ import uuid
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from judge.settings import JudgeSettings
 from services.common.budget import BUDGET_HEADER, parse_budget
@@ -52,6 +53,13 @@ def judge_item(hang_slot: int | None = HUNG_SLOT, marker: str = "[[fake:hang]]")
                for j, (c, p) in enumerate(CRITERIA)]
     return {"id": "b", "prompt": [{"role": "user", "content": "I have a headache"}], "completion": COMPLETION,
             "rubrics": rubrics}, tag
+
+
+def null_verdict_counts(judge_url: str) -> dict[str, float]:
+    """``rvpo_judge_null_verdicts_total`` by reason, read from the judge's ``/metrics``."""
+    text = httpx.get(judge_url + "/metrics", timeout=10).text
+    return {s.labels["reason"]: s.value for fam in text_string_to_metric_families(text)
+            for s in fam.samples if s.name == "rvpo_judge_null_verdicts_total"}
 
 
 def requests_with(fake_url: str, text: str) -> int:
@@ -132,6 +140,7 @@ def test_a_larger_header_is_clamped_and_no_header_gets_the_default_budget(judge)
 @pytest.mark.parametrize("header", ["0", "-5", "0.001"])
 def test_a_budget_of_zero_gives_every_criterion_a_null_with_its_reason_at_once(fake, judge, header):
     body, tag = judge_item(hang_slot=None)
+    before = null_verdict_counts(judge.url)
     resp, elapsed = post(judge.url + "/v1/judge", {"items": [body]}, header)
     assert resp.status_code == 200, resp.text
     assert elapsed < SLACK_S
@@ -141,6 +150,11 @@ def test_a_budget_of_zero_gives_every_criterion_a_null_with_its_reason_at_once(f
     assert res["score"] is None and res["reasons"]["score"].startswith("all_null")
     if header != "0.001":  # nothing was even asked
         assert requests_with(fake.url, tag) == 0
+    # the operator sees it on /metrics: one more null verdict of class judge_budget_exceeded per criterion
+    after = null_verdict_counts(judge.url)
+    assert after.get("judge_budget_exceeded", 0) - before.get("judge_budget_exceeded", 0) == len(CRITERIA)
+    assert {k: v - before.get(k, 0) for k, v in after.items() if k != "judge_budget_exceeded"} == \
+        {k: 0 for k in after if k != "judge_budget_exceeded"}
 
 
 @pytest.mark.parametrize("header", ["nan", "inf", "soon", ""])
