@@ -21,7 +21,7 @@ from pydantic_core import PydanticCustomError
 from contracts.messages import Message, Rubric, judge_prompt
 from contracts.results import SourceStateName, Status
 from contracts.rules import Completion, Format, GroundTruth, Mode, RulesChecks, RulesOptions, Tools
-from contracts.values import NonEmptyText, Text
+from contracts.values import Identifier, NonEmptyText, Text
 
 def _prompt_kind(v: Any) -> str | None:
     return "text" if isinstance(v, str) else ("messages" if isinstance(v, list) else None)
@@ -42,7 +42,7 @@ class ScoreItem(RulesChecks):
     """
 
     model_config = ConfigDict(extra="forbid")
-    id: Annotated[NonEmptyText, Field(max_length=256)]
+    id: Annotated[Identifier, Field(max_length=256)]
     group_id: Annotated[Text | None, Field(max_length=256, description="The prompt this completion belongs to.")] = None
     rubrics: list[Rubric] | None = Field(None, description="HealthBench criteria, graded by the judge.")
     prompt: Prompt = Field(description="The conversation (a bare string is one user message).")

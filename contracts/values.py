@@ -5,7 +5,8 @@ string holding a lone surrogate. Neither can be sent on (httpx refuses NaN, UTF-
 every wire model rejects them at validation with the path of the value at fault:
 
 - :data:`FiniteFloat`: a float that is not NaN or ±inf;
-- :data:`Text`: a string without lone surrogates (:data:`NonEmptyText`: and not empty);
+- :data:`Text`: a string without lone surrogates (:data:`NonEmptyText`: and not empty; :data:`Identifier`: and not
+  only whitespace);
 - :data:`Json`: any JSON value (objects, arrays, numbers, strings, booleans, null) whose numbers are finite and
   whose strings (keys included) are valid Unicode — for free-form fields such as ``tools``, ``ground_truth``
   and tool-call ``arguments``.
@@ -107,6 +108,17 @@ def check_json(value: Any, root: str = "") -> Any:
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Text = Annotated[str, AfterValidator(valid_text)]
 NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(valid_text)]
+
+
+def not_blank(s: str) -> str:
+    """``s`` unchanged. Raises ValueError when it is only whitespace (an id nobody can tell apart in a log)."""
+    if not s.strip():
+        raise ValueError(f"must contain a character other than whitespace, got {s!r}")
+    return s
+
+
+#: an identifier: valid Unicode with at least one character that is not whitespace
+Identifier = Annotated[str, Field(min_length=1), AfterValidator(valid_text), AfterValidator(not_blank)]
 Json = Annotated[Any, AfterValidator(check_json)]
 
 

@@ -202,3 +202,12 @@ def test_openapi_documents_the_answers_the_services_give():
     null = {"type": "null"}
     assert null in rules["RulesResult"]["properties"]["channels"]["additionalProperties"]["anyOf"]
     assert null in rules["ToolRLValues"]["properties"]["format"]["anyOf"]
+
+
+@pytest.mark.parametrize("blank", [" ", "   ", "\t\n", "\u3000"])
+def test_a_whitespace_only_item_id_is_rejected_naming_the_field(blank):
+    errors = _errors(ScoreRequest, {"items": [dict(RULES_ITEM, id=blank)]})
+    assert [tuple(e["loc"]) for e in errors] == [("items", 0, "id")], errors
+    assert "other than whitespace" in errors[0]["msg"], errors
+    # an id with whitespace around a visible character stays valid, as it is
+    assert ScoreRequest.model_validate({"items": [dict(RULES_ITEM, id=" r 1 ")]}).items[0].id == " r 1 "
