@@ -136,7 +136,10 @@ def up(host: str = typer.Option(None, help="Bind address of every service; defau
         nonlocal stopping
         stopping = True
 
+    # Ctrl-C (SIGINT) and SIGTERM both stop the stack, also when this process was started with SIGINT ignored
+    # (a background job of a script or CI runner inherits SIG_IGN, and Python then never raises KeyboardInterrupt)
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         while not stopping:
             problem = stack.check()

@@ -41,7 +41,12 @@ def stack(tmp_path_factory):
                "RVPO_JUDGE_BASE_URL": llm.url + "/v1", "RVPO_JUDGE_MODEL": "fake-judge",
                "RVPO_GATEWAY_PORT": str(ports[0]), "RVPO_JUDGE_PORT": str(ports[1]), "RVPO_RULES_PORT": str(ports[2]),
                "RVPO_WORKER_CONCURRENCY": "2"}
-        proc = start_process(RVPO + ["up", "--log-dir", str(tmp / "logs")], tmp / "up.log", env)
+        # started with SIGINT ignored, as a background job of a script or CI runner is (SIG_IGN survives exec):
+        # Ctrl-C must still stop it (test_rvpo_up_stops_everything_on_ctrl_c); a terminal's default is the easy case
+        up = RVPO + ["up", "--log-dir", str(tmp / "logs")]
+        launcher = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                    "os.execv(sys.argv[1], sys.argv[1:])", *up]
+        proc = start_process(launcher, tmp / "up.log", env)
         gateway = f"http://127.0.0.1:{ports[0]}"
         try:
             wait_http(gateway + "/readyz", proc, timeout=120)
@@ -116,7 +121,7 @@ def test_rvpo_up_reads_ports_and_worker_concurrency_from_the_settings(stack):
 def test_rvpo_up_stops_everything_on_ctrl_c(stack):
     gateway, _, proc, ports, _ = stack
     assert httpx.get(gateway + "/livez").status_code == 200
-    proc.popen.send_signal(signal.SIGINT)  # what Ctrl-C delivers
+    proc.popen.send_signal(signal.SIGINT)  # what Ctrl-C delivers (also when this test runs with SIGINT ignored)
     assert proc.popen.wait(timeout=60) == 0, proc.log_text()
     assert "stopped" in proc.log_text()
     for port in ports:
