@@ -164,27 +164,25 @@ def test_rvpo_trainer_two_steps_with_rewards_from_the_gateway(stack, tiny_model_
     client.close()
 
 
-def test_rewards_beyond_float32_are_nan_with_a_reason():
+def test_rewards_beyond_float32_are_nan_with_a_reason(stack):
     """Rubric points of 1e308 are valid at the gateway, but TRL stores rewards as float32: 1e308 became inf and
-    `compute_advantages` raised `rewards: contains +-inf` mid-run. Such a value is now None (NaN) with the reason
-    `out_of_range`; the float32 max itself (3.4028234663852886e38) still fits and is kept."""
+    `compute_advantages` raised `rewards: contains +-inf` mid-run. Through the real stack (the fake LLM's rule:
+    the criterion's keyword in the completion = met), the met 1e308 criterion is None (NaN) with the reason
+    `out_of_range`; the float32 max itself (3.4028234663852886e38) still fits and is kept; -5 * met = -5."""
     import torch
 
     assert torch.isinf(torch.tensor([1e308], dtype=torch.float32)).all()  # what TRL would have made of it
-
-    class StubGateway:
-        requests = 0
-
-        def submit(self, items):
-            return {"job_id": "j"}
-
-        def rewards(self, job_id, *a, **kw):
-            return {"status": "done", "channel_names": ["rubric/00", "rubric/01", "rubric/02"],
-                    "rewards": [[1e308, 3.4028234663852886e38, -5.0]], "reasons": [[None, None, None]]}
-
-    client = RemoteRewardClient("http://127.0.0.1:1", rubric_slots=3, rule_channels=[])
-    client.gateway = StubGateway()
-    rubrics = [{"criterion": c, "points": p} for c, p in (("a", 1e308), ("b", 3.4e38), ("c", -5))]
-    batch = client.score([[{"role": "user", "content": "hi"}]], ["hello"], rubrics=[json.dumps(rubrics)])
-    assert batch.rewards == [[None, 3.4028234663852886e38, -5.0]]
+    f32_max = 3.4028234663852886e38
+    rubrics = [{"criterion": "Mentions hydration", "points": 1e308, "tags": []},
+               {"criterion": "Advises restfulness", "points": f32_max, "tags": []},
+               {"criterion": "Suggests antibiotics", "points": -5, "tags": []}]
+    completion = "Hydration, restfulness and antibiotics."
+    assert all(rule_verdict(r["criterion"], completion) for r in rubrics)  # every criterion met, by the rule
+    client = RemoteRewardClient(stack.urls["gateway"], rubric_slots=3, rule_channels=[], timeout_s=60, poll_s=5)
+    try:
+        batch = client.score([[{"role": "user", "content": "I feel unwell."}]], [completion],
+                             rubrics=[json.dumps(rubrics)])
+    finally:
+        client.close()
+    assert batch.rewards == [[None, f32_max, -5.0]]
     assert batch.reasons[0][0].startswith("out_of_range: 1e+308") and batch.reasons[0][1:] == [None, None]
