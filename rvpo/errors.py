@@ -2,8 +2,9 @@
 
 Exit codes of every command (README, "The command line"): 0 = done, everything scored; 1 = error (nothing or
 not everything could run: the message says why); 2 = wrong usage (click), or an input file that is not of
-its format at all (a JSONL that is not UTF-8 or not JSON, a config that is not YAML), named with its line; 3 = finished with some rewards unscored;
-4 = finished with nothing scored. A full traceback is shown only with ``rvpo --debug ...``.
+its format at all (a JSONL that is not UTF-8 or not JSON, a config that is not YAML), named with its line;
+3 = finished with some rewards unscored; 4 = finished with nothing scored. A full traceback is shown only with
+``rvpo --debug ...``.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def describe(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, TimeoutError):
         return str(exc), "raise the timeout (`--job-timeout`) or RVPO_JOB_DEADLINE_S, or add workers"
     text = str(exc).strip() or type(exc).__name__
-    if type(exc).__name__ in {"RecordError", "InputFileError", "TrainConfigError", "StackError", "ValueError", "TrainingStopped"}:
+    if type(exc).__name__ in {"RecordError", "InputFileError", "TrainConfigError", "StackError", "ValueError",
+                              "TrainingStopped"}:
         return text, ""
     return f"{type(exc).__name__}: {text}", "this looks like a bug: run again with `rvpo --debug ...` and report " \
         "the traceback"

@@ -21,9 +21,10 @@ Formulas
   `S = -(1/k) log sum_j w~_j exp(-k Z_j)` over the channels present in the row, `w~` = weights renormalised over
   them (uniform weights give the paper's `(1/M) sum_j`). It goes to the weighted mean of Z as k -> 0 and to the
   min as k -> inf, and `S = mean - (k/2) var + O(k^2)`. Computed as
-  `S = Zmin - (1/k) log1p(sum_j w~_j expm1(-k (Z_j - Zmin)))` (exact rewrite: every exponent is <= 0), evaluated
-  in float64 without forming 1/k (see `softmin`): finite and accurate for any finite k > 0, also where k or
-  k * Z leave the dtype's range (the hard-min limit) and for subnormal k (the weighted-mean limit).
+  `S = Zmin - (1/k) log1p(sum_j w~_j expm1(-k (Z_j - Zmin)))` (exact rewrite: every exponent is <= 0), in the
+  rewards' dtype where k and Z are in its safe range, else in float64 without forming 1/k (see `softmin`): finite
+  and accurate for any finite k > 0, also where k or k * Z leave the dtype's range (the hard-min limit) and for
+  subnormal k (the weighted-mean limit).
 - variance_penalty: `S = mean_w~(Z) - beta var_w~(Z)` (population variance), `beta = k/2` by default: the
   second-order Taylor match of rvpo.
 - min: `S = min_j Z_j` over the present channels with positive weight.
@@ -40,6 +41,7 @@ term changes nothing) and is refused there.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -116,7 +118,7 @@ def compute_advantages(
             # The whitening is scale-free: whiten(S, eps) = whiten(S p, eps p) with p = 2^-e <= 1/b (exact), and
             # S p = mean p - (b p) var stays finite where b var overflows (k beyond ~1e38 in float32: S = -inf,
             # and every advantage became 0)
-            p2 = _pow2_down(torch.tensor(b, dtype=torch.float64)).item()
+            p2 = math.ldexp(1.0, -math.frexp(b)[1])  # 2^-e with b * 2^-e in [0.5, 1)
             mean, var = _weighted_mean_var(z, w)
             return _whiten(mean * p2 - (b * p2) * var, eps * p2)
         s = variance_penalty(z, b, w)

@@ -107,9 +107,9 @@ async def score(req: ScoreRequest, response: Response, wait: float = WaitQuery,
                                                  "(at most RVPO_JOB_DEADLINE_S, the default)."),
                 idempotency_key: str | None = Header(
                     None, min_length=1, max_length=256,
-                    description="Makes a retried submission safe: the same key and body within the job TTL "
-                                "answer the same job (compared as validated items + deadline, not bytes); the same key with "
-                                "other items or another deadline is a 409.")) -> dict:
+                    description="Makes a retried submission safe: the same key and request within the job TTL "
+                                "answer the same job (compared as validated items + deadline, not bytes); the same "
+                                "key with other items or another deadline is a 409.")) -> dict:
     """Submit a batch; each item is scored by the judge (rubrics) and/or the rules service (tools)."""
     if len(req.items) > settings.gateway_max_items:
         raise too_many_items(len(req.items), settings.gateway_max_items)
